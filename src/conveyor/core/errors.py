@@ -1,0 +1,155 @@
+"""Every failure Conveyor can report, on one screen.
+
+```
+ConveyorError
+├── InvalidInput              bad user input; carries Location(s)
+│   ├── InvalidDefinition     config files: one or more located problems
+│   ├── InvalidImageRef       an image reference that does not parse
+│   ├── InvalidDigest         a digest that is not algorithm:hex
+│   └── InvalidVersionPolicy  a filter or policy that cannot be used
+├── NotFound                  (kind, name)
+├── Conflict                  stale version, run already started, ...
+├── PromotionRefused          carries the Decision's reasons
+├── WebhookRejected           401 / 400 / 413; never echoes secret or body
+├── StepFailed                terminal business failure of a step
+└── IntegrationError          raised by adapters; `retryable` says whether to try again
+    ├── RegistryError
+    ├── ScannerError
+    └── DeployError
+```
+
+The class docstring is the default message; structured facts live on
+attributes and ``__str__`` builds the message from them. Retryable or
+terminal is a property of the class (``retryable``), never of the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Location:
+    """Where a problem is: a file position and a dotted field path, or a request field."""
+
+    file: str | None = None
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+    field: str = ""
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+        if where and self.field:
+            return f"{where}: {self.field}"
+        return where or self.field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One located complaint about user input."""
+
+    location: Location
+    message: str
+
+    def __str__(self) -> str:
+        where = str(self.location)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ConveyorError(Exception):
+    """Conveyor failed."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (type(self).__doc__ or type(self).__name__).strip()
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(ConveyorError):
+    """The input is not valid."""
+
+    def __init__(self, problems: Sequence[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(location=Location(), message=problems)]
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class InvalidDefinition(InvalidInput):
+    """The configuration is not valid."""
+
+
+class InvalidImageRef(InvalidInput):
+    """Not an image reference; write registry/repository[:tag][@sha256:<64 hex>]."""
+
+
+class InvalidDigest(InvalidInput):
+    """Not a digest; write sha256:<64 lowercase hex digits>."""
+
+
+class InvalidVersionPolicy(InvalidInput):
+    """The version filter or policy cannot be used."""
+
+
+class NotFound(ConveyorError):
+    """Not found."""
+
+    def __init__(self, kind: str, name: str, *, hint: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        text = f"{kind} '{name}' not found"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+
+class Conflict(ConveyorError):
+    """The request conflicts with the current state."""
+
+
+class PromotionRefused(ConveyorError):
+    """The promotion is refused."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        self.reasons = tuple(reasons)
+        super().__init__("; ".join(self.reasons) or None)
+
+
+class WebhookRejected(ConveyorError):
+    """The webhook delivery was rejected."""
+
+    def __init__(self, message: str | None = None, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class StepFailed(ConveyorError):
+    """The step failed."""
+
+
+class IntegrationError(ConveyorError):
+    """An outside system failed."""
+
+    retryable: ClassVar[bool] = True
+
+
+class RegistryError(IntegrationError):
+    """The registry failed."""
+
+
+class ScannerError(IntegrationError):
+    """The scanner failed."""
+
+
+class DeployError(IntegrationError):
+    """The deploy failed."""
