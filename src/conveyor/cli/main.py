@@ -37,13 +37,22 @@ class ConveyorGroup(click.Group):
             ctx.exit(1)
 
 
-CONTEXT_SETTINGS = {"auto_envvar_prefix": "CONVEYOR", "show_default": True, "help_option_names": ["-h", "--help"]}
+CONTEXT_SETTINGS = {
+    "auto_envvar_prefix": "CONVEYOR",
+    "show_default": True,
+    "help_option_names": ["-h", "--help"],
+}
 
 
 @click.group(cls=ConveyorGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="conveyor")
-@click.option("--debug", is_flag=True, envvar="CONVEYOR_DEBUG", show_envvar=True,
-              help="Show tracebacks for unexpected errors.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="CONVEYOR_DEBUG",
+    show_envvar=True,
+    help="Show tracebacks for unexpected errors.",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Promote container images through environments, by digest."""

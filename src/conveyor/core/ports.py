@@ -19,6 +19,8 @@ class Registry(Protocol):
         """Every tag of the repository, de-duplicated, in registry order."""
         ...
 
-    async def copy(self, image: PinnedImage, *, to: Repository, tag: str | None = None) -> PinnedImage:
+    async def copy(
+        self, image: PinnedImage, *, to: Repository, tag: str | None = None
+    ) -> PinnedImage:
         """Copy exactly this digest to another repository; the result has the same digest."""
         ...
