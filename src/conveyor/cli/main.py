@@ -61,7 +61,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    commands: list[click.Command] = []
+    from conveyor.cli import config_commands
+
+    commands: list[click.Command] = [
+        config_commands.validate,
+        config_commands.schema,
+    ]
     for command in commands:
         cli.add_command(command)
 

@@ -1,0 +1,311 @@
+"""The pipelines-as-code models: what a conveyor.yaml may say, field by field.
+
+Each top-level section is a mapping from name to definition, except
+``environments``, an ordered list (order is the lifecycle). Every model
+rejects unknown keys. Cross-references are checked in ``references.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from conveyor.config.fields import Duration, EnvName, Regex, Template
+from conveyor.config.selection import FilterModel, PolicyModel
+from conveyor.config.steps import Step
+from conveyor.config.strict import Strict
+
+Name = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$",
+        description="lowercase letters, digits, '.', '_' and '-'",
+    ),
+]
+
+INLINE_SECRET_KEYS = ("password", "token", "secret")
+
+
+def refuse_inline_secret(data: Any, *, field: str) -> Any:  # noqa: ANN401 - raw YAML
+    """Secrets are referenced (an environment variable name), never written into config."""
+    if isinstance(data, dict):
+        for key in INLINE_SECRET_KEYS:
+            if key in data:
+                raise ValueError(
+                    f"'{key}' is a secret and must not be written in the config; "
+                    f"use '{key}_env: VARIABLE_NAME' (the name of an environment variable)"
+                )
+    return data
+
+
+class Credentials(Strict):
+    """Credentials by reference only: environment variable names or docker's config.json."""
+
+    username_env: EnvName | None = Field(None, description="Variable holding the username.")
+    password_env: EnvName | None = Field(None, description="Variable holding the password/token.")
+    docker_config: bool | str | None = Field(
+        None, description="true: ~/.docker/config.json (or $DOCKER_CONFIG); or a path to one."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline(cls, data: Any) -> Any:  # noqa: ANN401
+        return refuse_inline_secret(data, field="credentials")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Credentials:
+        by_env = self.username_env is not None or self.password_env is not None
+        if by_env and self.docker_config:
+            raise ValueError("use either username_env/password_env or docker_config, not both")
+        if by_env and (self.username_env is None or self.password_env is None):
+            raise ValueError("username_env and password_env go together")
+        if not by_env and not self.docker_config:
+            raise ValueError("give username_env and password_env, or docker_config: true")
+        return self
+
+
+class Tls(Strict):
+    ca_file: str | None = Field(None, description="PEM bundle to verify the registry with.")
+    insecure: bool = Field(
+        False, description="Allow plain http or unverified TLS (loopback test registries only)."
+    )
+
+
+def _check_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1]) == 0:
+        raise ValueError(f"'{value}' is not a URL; write e.g. https://registry.example.com")
+    return value.rstrip("/")
+
+
+class Registry(Strict):
+    """An OCI Distribution endpoint."""
+
+    url: str = Field(description="Public address, e.g. https://registry.example.com")
+    internal_url: str | None = Field(
+        None, description="VPC-internal address a deploy step may pull through instead."
+    )
+    credentials: Credentials | None = None
+    tls: Tls = Field(default_factory=Tls)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline(cls, data: Any) -> Any:  # noqa: ANN401
+        return refuse_inline_secret(data, field="registry")
+
+    @field_validator("url", "internal_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value)
+
+    @model_validator(mode="after")
+    def _plain_http(self) -> Registry:
+        for url in (self.url, self.internal_url):
+            if url and url.startswith("http://") and not self.tls.insecure:
+                raise ValueError(f"'{url}' is plain http; set tls.insecure: true to allow it")
+        return self
+
+    @property
+    def host(self) -> str:
+        """The host[:port] that image references use."""
+        return self.url.split("://", 1)[1].split("/", 1)[0]
+
+
+class ApprovalRules(Strict):
+    required: int = Field(1, ge=1, description="Distinct approvals needed.")
+    approvers: list[str] = Field(default_factory=list, description="Users who may approve.")
+    groups: list[str] = Field(default_factory=list, description="Groups whose members may.")
+    allow_author: bool = False
+
+
+class Environment(Strict):
+    """One ordered stage of the lifecycle."""
+
+    name: Name
+    description: str | None = None
+    requires: list[str] = Field(
+        default_factory=list,
+        description="Earlier environments a digest must have been verified in.",
+    )
+    approval: ApprovalRules | None = None
+
+    @field_validator("requires", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:  # noqa: ANN401
+        return [value] if isinstance(value, str) else value
+
+
+class DefaultVersion(Strict):
+    tag: Template | None = Field(
+        None, description="Fixed tag or template, e.g. myapp-V${R_VERSION}"
+    )
+    digest: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> DefaultVersion:
+        if (self.tag is None) == (self.digest is None):
+            raise ValueError("give exactly one of 'tag' or 'digest'")
+        return self
+
+
+class ArtifactSource(Strict):
+    """A registry repository runs take their image from."""
+
+    registry: str = Field(description="Name of a configured registry.")
+    repository: str = Field(description="Repository path, e.g. team/myapp")
+    filter: FilterModel | None = None
+    policy: PolicyModel | None = Field(None, description="Default: semver (any stable version).")
+    default: DefaultVersion | None = Field(None, description="Default: the policy's pick.")
+
+
+class PipelineSource(Strict):
+    """Where a pipeline's runs get their image."""
+
+    artifact: str | None = Field(None, description="Name of an artifact source.")
+    pipeline: str | None = Field(None, description="Name of an upstream pipeline.")
+
+    @model_validator(mode="after")
+    def _one(self) -> PipelineSource:
+        if (self.artifact is None) == (self.pipeline is None):
+            raise ValueError("give exactly one of 'artifact' or 'pipeline'")
+        return self
+
+
+EventKind = Literal["push", "scan_completed", "scan_failed", "delete"]
+
+
+class RegistryEventTrigger(Strict):
+    source: str = Field(description="Artifact source whose repository the event must name.")
+    webhook: str | None = Field(None, description="Only events from this webhook endpoint.")
+    events: list[EventKind] = Field(default_factory=lambda: ["push"])  # type: ignore[arg-type]
+    tag: Regex | None = Field(None, description="Only tags matching this RE2 regex.")
+
+
+class PollTrigger(Strict):
+    source: str
+    interval: Duration = "5m"
+
+
+def _check_cron(value: str) -> str:
+    fields = value.split()
+    if len(fields) != 5 or not all(
+        all(c.isdigit() or c in "*/,-" for c in field) for field in fields
+    ):
+        raise ValueError(
+            f"'{value}' is not a cron expression; write five fields "
+            "'minute hour day-of-month month day-of-week', e.g. '0 3 * * 1-5'"
+        )
+    return value
+
+
+class ScheduleTrigger(Strict):
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _check_cron(value)
+
+
+class PipelineTrigger(Strict):
+    name: str
+    status: Literal["succeeded", "failed"] = "succeeded"
+
+
+class Trigger(Strict):
+    """Exactly one of the trigger kinds."""
+
+    manual: dict[str, Any] | None = None
+    registry_event: RegistryEventTrigger | None = None
+    poll: PollTrigger | None = None
+    schedule: ScheduleTrigger | None = None
+    pipeline: PipelineTrigger | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Trigger:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            kinds = ", ".join(type(self).model_fields)
+            raise ValueError(f"a trigger has exactly one kind ({kinds}); found {len(given)}")
+        return self
+
+
+class Parameter(Strict):
+    default: str | None = None
+    required: bool = False
+    description: str | None = None
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _scalar(cls, value: Any) -> Any:  # noqa: ANN401
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
+
+
+class Pipeline(Strict):
+    """A named definition: source, triggers, parameters and steps."""
+
+    description: str | None = None
+    environment: str | None = Field(None, description="The environment this pipeline deploys to.")
+    source: PipelineSource | None = Field(None, description="Omit for pipelines that build.")
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    triggers: list[Trigger] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:  # noqa: ANN401
+        """`R_VERSION: 1.4.2` is short for `R_VERSION: {default: '1.4.2'}`."""
+        if isinstance(value, dict):
+            return {
+                k: v if isinstance(v, dict) or v is None else {"default": v}
+                for k, v in value.items()
+            }
+        return value
+
+
+WebhookFormat = Literal[
+    "distribution",
+    "harbor",
+    "harbor-cloudevents",
+    "acr",
+    "azure",
+    "dockerhub",
+    "github",
+    "quay",
+    "ecr",
+    "gar",
+]
+
+
+class Webhook(Strict):
+    """An inbound endpoint served at /hooks/<name>."""
+
+    format: WebhookFormat
+    registry: str | None = Field(None, description="Registry the events come from.")
+    auth: Literal["bearer", "header", "hmac-sha256", "basic"] = "bearer"
+    header: str | None = Field(None, description="Header carrying the secret (auth: header).")
+    secret_env: EnvName = Field(description="Variable holding the shared secret.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline(cls, data: Any) -> Any:  # noqa: ANN401
+        return refuse_inline_secret(data, field="webhook")
+
+    @model_validator(mode="after")
+    def _header(self) -> Webhook:
+        if self.auth == "header" and not self.header:
+            raise ValueError("auth 'header' needs 'header' (the header's name)")
+        return self
+
+
+class ConfigFile(Strict):
+    """One YAML file; a directory's files are merged."""
+
+    version: Literal[1] = 1
+    registries: dict[Name, Registry] = Field(default_factory=dict)
+    environments: list[Environment] = Field(default_factory=list)
+    sources: dict[Name, ArtifactSource] = Field(default_factory=dict)
+    pipelines: dict[Name, Pipeline] = Field(default_factory=dict)
+    webhooks: dict[Name, Webhook] = Field(default_factory=dict)
