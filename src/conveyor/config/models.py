@@ -132,7 +132,15 @@ class Environment(Strict):
     @field_validator("requires", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:  # noqa: ANN401
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            from conveyor.config.problems import describe
+
+            raise ValueError(
+                f"expected an environment name or a list of names, found {describe(value)}"
+            )
+        return value
 
 
 class DefaultVersion(Strict):
