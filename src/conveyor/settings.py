@@ -46,3 +46,13 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
 def environ_value(name: str) -> str | None:
     """One variable of the process environment, for credential references in config."""
     return os.environ.get(name)
+
+
+# What commands run by steps inherit from Conveyor's own environment: enough to find
+# programs and write files, and nothing else (no credentials leak into steps by accident).
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME", "DOCKER_CONFIG")
+
+
+def inherited_environ() -> dict[str, str]:
+    """The part of the process environment that step commands inherit."""
+    return {k: v for k, v in os.environ.items() if k in INHERITED}

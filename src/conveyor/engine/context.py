@@ -1,0 +1,84 @@
+"""What a step runner is given: the run's facts and the few capabilities it may use."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from conveyor.config import models
+from conveyor.config.steps import StepCommon
+from conveyor.core import gates
+from conveyor.core.credentials import Credentials
+from conveyor.core.images import PinnedImage
+from conveyor.core.ports import Registry
+
+
+class LogSink(Protocol):
+    """Appends one line to the step's log (durably, so `logs --follow` sees it)."""
+
+    def __call__(self, line: str, *, stream: str = "stdout") -> None: ...
+
+
+class Registries(Protocol):
+    """Gives a registry client for a configured registry name."""
+
+    def client(self, name: str) -> Registry: ...
+
+    def definition(self, name: str) -> models.Registry: ...
+
+    def credentials(self, name: str) -> Credentials | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateFacts:
+    """An approval gate's recorded decisions and when it opened."""
+
+    decisions: tuple[gates.ApprovalDecision, ...]
+    opened_at: datetime
+
+
+@dataclass(kw_only=True)
+class StepContext:
+    """Everything one step execution may know and use."""
+
+    run_id: int
+    pipeline: str
+    environment: str | None
+    step_index: int
+    step_name: str
+    config: StepCommon
+    image: PinnedImage | None
+    source_registry: str | None
+    parameters: Mapping[str, str]
+    author: str
+    log: LogSink
+    workdir: Path
+    registries: Registries
+    now: Callable[[], datetime]
+    sleep: Callable[[float], Awaitable[None]]
+    gate: GateFacts | None = None
+    check_promotion: Callable[[], gates.Decision] | None = None
+    # The inherited part of the process environment (PATH, HOME, ...), chosen by settings.
+    base_env: Mapping[str, str] = field(default_factory=dict)
+
+    def environ(self) -> dict[str, str]:
+        """The run's context as environment variables for commands and builders."""
+        env = {
+            **self.base_env,
+            "CONVEYOR_RUN_ID": str(self.run_id),
+            "CONVEYOR_PIPELINE": self.pipeline,
+            "CONVEYOR_STEP": self.step_name,
+        }
+        if self.environment:
+            env["CONVEYOR_ENVIRONMENT"] = self.environment
+        if self.image is not None:
+            env["CONVEYOR_IMAGE"] = str(self.image)
+            env["CONVEYOR_DIGEST"] = str(self.image.digest)
+            env["CONVEYOR_REPOSITORY"] = self.image.repository.name
+            env["CONVEYOR_REGISTRY"] = self.image.repository.registry
+            env["CONVEYOR_TAG"] = self.image.tag or ""
+        env.update(self.parameters)
+        return env

@@ -1,0 +1,106 @@
+"""`deploy`: roll the run's digest out through a deployer, after re-checking the gates.
+
+Deployers are listed in DEPLOYERS; each takes a PinnedImage, never a tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import ClassVar
+
+from conveyor.config.steps import DEPLOYERS as DEPLOYER_CONFIGS
+from conveyor.config.steps import CommandDeployer, DeployStep, RegistryTagDeployer
+from conveyor.core import gates
+from conveyor.core.errors import StepFailed
+from conveyor.core.images import PinnedImage
+from conveyor.core.runs import StepOutcome, Succeeded
+from conveyor.engine.context import StepContext
+from conveyor.engine.steps._process import run_process
+from conveyor.engine.steps.command import render, timeout_of
+
+Deploy = Callable[[StepContext, DeployStep, PinnedImage, str], Awaitable[dict[str, str]]]
+
+
+async def deploy_command(
+    step: StepContext, config: DeployStep, image: PinnedImage, reference: str
+) -> dict[str, str]:
+    """Run a command with CONVEYOR_IMAGE set to the address-specific digest reference."""
+    settings = CommandDeployer.model_validate(config.with_)
+    env = {**step.environ(), "CONVEYOR_IMAGE": reference}
+    if config.dry_run:
+        step.log(f"dry run: would run {settings.run!r} with CONVEYOR_IMAGE={reference}")
+        return {"dry_run": "true", "image": reference}
+    code = await run_process(
+        settings.run,
+        env=env,
+        cwd=step.workdir,
+        log=step.log,
+        timeout=timeout_of(config, DeployRunner.default_timeout),
+        what="deploy command",
+    )
+    if code != 0:
+        raise StepFailed(f"deploy command exited with code {code}")
+    return {"image": reference}
+
+
+async def deploy_registry_tag(
+    step: StepContext, config: DeployStep, image: PinnedImage, reference: str
+) -> dict[str, str]:
+    """Move an environment tag (e.g. pre-release) onto exactly this digest."""
+    settings = RegistryTagDeployer.model_validate(config.with_)
+    tag = render(settings.tag, step)
+    target = f"{image.repository}:{tag}"
+    if config.dry_run:
+        step.log(f"dry run: would point {target} at {image.digest}")
+        return {"dry_run": "true", "tag": tag}
+    if step.source_registry is None:
+        raise StepFailed("the run's image has no configured registry to tag in")
+    client = step.registries.client(step.source_registry)
+    moved = await client.copy(image, to=image.repository, tag=tag)
+    if moved.digest != image.digest:
+        raise StepFailed(f"{target} points at {moved.digest} after tagging, not {image.digest}")
+    step.log(f"tagged {target} -> {image.digest}")
+    return {"tag": tag, "image": reference}
+
+
+DEPLOYERS: dict[str, Deploy] = {
+    "command": deploy_command,
+    "registry-tag": deploy_registry_tag,
+}
+
+
+class DeployRunner:
+    kind: ClassVar[str] = "deploy"
+    default_timeout: ClassVar[timedelta | None] = timedelta(minutes=30)
+    error_threshold: ClassVar[int] = 3
+
+    async def run(self, step: StepContext) -> StepOutcome:
+        config = step.config
+        assert isinstance(config, DeployStep)
+        image = step.image
+        if image is None:
+            raise StepFailed("nothing to deploy: the run has no image (give it a source or build)")
+        if step.check_promotion is not None:
+            decision = step.check_promotion()
+            if isinstance(decision, gates.Refused):
+                raise StepFailed("; ".join(decision.reasons))
+        deploy = DEPLOYERS.get(config.deployer)
+        if deploy is None:
+            known = ", ".join(DEPLOYERS)
+            raise StepFailed(
+                f"deployer '{config.deployer}' is not available in this version of Conveyor "
+                f"(available: {known}; configurable: {', '.join(DEPLOYER_CONFIGS)})"
+            )
+        reference = self._reference(step, config, image)
+        step.log(f"deploying {reference} ({config.deployer})")
+        output = await deploy(step, config, image, reference)
+        return Succeeded(output={"deployer": config.deployer, **output})
+
+    def _reference(self, step: StepContext, config: DeployStep, image: PinnedImage) -> str:
+        if config.address == "internal" and step.source_registry is not None:
+            definition = step.registries.definition(step.source_registry)
+            if definition.internal_url:
+                host = definition.internal_url.split("://", 1)[1].split("/", 1)[0]
+                return image.with_address(host)
+        return str(image)
