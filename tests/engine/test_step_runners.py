@@ -94,7 +94,7 @@ class TestCommand:
         """A command past its timeout is killed and the step fails saying so."""
         config = steps.CommandStep(type="command", run="sleep 30", timeout="200ms")
         context, _ = _context(tmp_path, config)
-        with pytest.raises(StepFailed, match="timed out after 0.2s"):
+        with pytest.raises(StepFailed, match=r"timed out after 0\.2s"):
             _run("command", context)
 
 
