@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conveyor.core import durations, gates, runs, templates
-from conveyor.core.errors import InvalidDigest, InvalidImageRef
+from conveyor.core import durations, gates, runs, sources, templates
+from conveyor.core.errors import InvalidDigest, InvalidImageRef, NotFound, PromotionRefused
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 
 HEX = "ee57179a2e86216b08bee6bc4e60a380c4202d19da93c7f59d3788d00424f4d1"
@@ -197,3 +197,47 @@ class TestApprovals:
         assert gates.may_decide(self.RULE, outsider, author="ann") == (
             "'eve' may not decide this gate; allowed: group qa"
         )
+
+
+def _upstream(run_id: int, status: runs.RunStatus, minute: int) -> sources.UpstreamRun:
+    return sources.UpstreamRun(
+        id=run_id,
+        pipeline="prerelease-cd",
+        status=status,
+        image=PinnedImage(repository=Repository("r", "team/app"), digest=Digest.of(b"%d" % run_id)),
+        registry="main",
+        finished_at=NOW + timedelta(minutes=minute),
+    )
+
+
+class TestPipelineSources:
+    RUNS = (
+        _upstream(1, runs.RunStatus.SUCCEEDED, 1),
+        _upstream(2, runs.RunStatus.SUCCEEDED, 2),
+        _upstream(3, runs.RunStatus.FAILED, 3),
+        _upstream(4, runs.RunStatus.RUNNING, 4),
+    )
+
+    def test_default_is_last_successful_run(self) -> None:
+        """Without a pick, the last successful upstream run is taken, not a later failed one."""
+        assert sources.pick_upstream(self.RUNS, pipeline="prerelease-cd").id == 2
+
+    def test_pick_an_earlier_successful_run(self) -> None:
+        """A user may pick any successful run by id."""
+        assert sources.pick_upstream(self.RUNS, pipeline="prerelease-cd", run_id=1).id == 1
+
+    @pytest.mark.parametrize(("run_id", "status"), [(3, "failed"), (4, "running")])
+    def test_unsuccessful_pick_is_refused(self, run_id: int, status: str) -> None:
+        """Picking a failed or unfinished run is refused with its status."""
+        with pytest.raises(PromotionRefused, match=f"run {run_id} of 'prerelease-cd' is {status}"):
+            sources.pick_upstream(self.RUNS, pipeline="prerelease-cd", run_id=run_id)
+
+    def test_no_successful_run(self) -> None:
+        """With no successful upstream run there is nothing to promote."""
+        with pytest.raises(PromotionRefused, match="has no successful run yet"):
+            sources.pick_upstream(self.RUNS[2:], pipeline="prerelease-cd")
+
+    def test_unknown_run(self) -> None:
+        """A run id of another pipeline is not found."""
+        with pytest.raises(NotFound, match="run '99' not found"):
+            sources.pick_upstream(self.RUNS, pipeline="prerelease-cd", run_id=99)
