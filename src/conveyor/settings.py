@@ -22,6 +22,7 @@ class Settings:
     data_dir: Path
     debug: bool
     user: str
+    groups: frozenset[str]
 
 
 def sqlite_url(path: Path) -> str:
@@ -39,8 +40,33 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
         database_url=env.get("CONVEYOR_DATABASE_URL") or sqlite_url(data_dir / "state.db"),
         data_dir=data_dir,
         debug=env.get("CONVEYOR_DEBUG", "") not in ("", "0", "false"),
-        user=env.get("CONVEYOR_USER") or env.get("USER") or env.get("LOGNAME") or "unknown",
+        user=env.get("CONVEYOR_USER") or env.get("USER") or env.get("LOGNAME") or _os_user(),
+        groups=_groups(env.get("CONVEYOR_GROUPS")),
     )
+
+
+def _os_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def _groups(text: str | None) -> frozenset[str]:
+    """CONVEYOR_GROUPS (comma-separated), else the process's Unix groups."""
+    if text is not None:
+        return frozenset(g.strip() for g in text.split(",") if g.strip())
+    import grp
+
+    names = set()
+    for gid in os.getgroups():
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue
+    return frozenset(names)
 
 
 def environ_value(name: str) -> str | None:
@@ -56,3 +82,8 @@ INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME", "DOC
 def inherited_environ() -> dict[str, str]:
     """The part of the process environment that step commands inherit."""
     return {k: v for k, v in os.environ.items() if k in INHERITED}
+
+
+def process_environ() -> dict[str, str]:
+    """The whole process environment: the values config references (credentials, templates)."""
+    return dict(os.environ)

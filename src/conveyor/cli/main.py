@@ -61,11 +61,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from conveyor.cli import config_commands
+    from conveyor.cli import config_commands, runs
 
     commands: list[click.Command] = [
         config_commands.validate,
         config_commands.schema,
+        *runs.COMMANDS,
     ]
     for command in commands:
         cli.add_command(command)

@@ -13,6 +13,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from conveyor.config.fields import Duration, Regex, Template
 from conveyor.config.strict import Strict
+from conveyor.core import durations, gates
 
 STEP_TAG = "step:"
 
@@ -101,6 +102,16 @@ class ApprovalStep(StepCommon):
     required: int = Field(1, ge=1, description="Distinct approvals needed.")
     allow_author: bool = Field(False, description="May the run's author approve?")
     expires: Duration | None = Field(None, description="Fail the gate after this long.")
+
+    def rule(self) -> gates.ApprovalRule:
+        """The gate's rule as a core value."""
+        return gates.ApprovalRule(
+            users=tuple(self.approvers.users),
+            groups=tuple(self.approvers.groups),
+            required=self.required,
+            allow_author=self.allow_author,
+            expires_after=durations.parse_duration(self.expires) if self.expires else None,
+        )
 
 
 class HttpCheck(Strict):

@@ -59,6 +59,8 @@ class StepContext:
     registries: Registries
     now: Callable[[], datetime]
     sleep: Callable[[float], Awaitable[None]]
+    # Relative paths in the step's config (a build context) are relative to the config files.
+    config_dir: Path = field(default_factory=Path)
     gate: GateFacts | None = None
     check_promotion: Callable[[], gates.Decision] | None = None
     # The inherited part of the process environment (PATH, HOME, ...), chosen by settings.

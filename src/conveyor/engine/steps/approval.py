@@ -6,21 +6,10 @@ from datetime import timedelta
 from typing import ClassVar
 
 from conveyor.config.steps import ApprovalStep
-from conveyor.core import durations, gates
+from conveyor.core import gates
 from conveyor.core.errors import StepFailed
 from conveyor.core.runs import StepOutcome, Succeeded, Waiting
 from conveyor.engine.context import StepContext
-
-
-def rule_of(config: ApprovalStep) -> gates.ApprovalRule:
-    """The gate's rule as a core value."""
-    return gates.ApprovalRule(
-        users=tuple(config.approvers.users),
-        groups=tuple(config.approvers.groups),
-        required=config.required,
-        allow_author=config.allow_author,
-        expires_after=durations.parse_duration(config.expires) if config.expires else None,
-    )
 
 
 class ApprovalRunner:
@@ -31,7 +20,7 @@ class ApprovalRunner:
     async def run(self, step: StepContext) -> StepOutcome:
         config = step.config
         assert isinstance(config, ApprovalStep) and step.gate is not None
-        rule = rule_of(config)
+        rule = config.rule()
         decisions = step.gate.decisions
         verdict = gates.evaluate(rule, decisions, opened_at=step.gate.opened_at, now=step.now())
         match verdict:

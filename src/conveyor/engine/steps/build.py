@@ -102,7 +102,7 @@ class BuildRunner:
 
     async def _context(self, step: StepContext, config: BuildStep) -> Path:
         if config.context is not None:
-            return (step.workdir / config.context).resolve()
+            return (step.config_dir / config.context).resolve()
         assert config.git is not None
         checkout = step.workdir / "checkout"
         if checkout.exists():

@@ -1,0 +1,459 @@
+"""The worker: claims runs that need attention and drives their steps, crash-safely.
+
+A run needs attention when its ``wake_at`` has come (queued, an approval
+arrived, a retry is due, a cancel was asked) and no live worker holds it. A
+worker holds a run by a lease it renews while it works; when a worker dies
+the lease runs out and another worker takes the run over. A step found
+``running`` at that moment was interrupted: idempotent kinds (deploy,
+verify) run again, others fail with reason "interrupted". Every transition
+is committed before the step's effects start, so no step completes twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from conveyor.config import models
+from conveyor.config import steps as step_configs
+from conveyor.core import gates
+from conveyor.core.errors import ConveyorError, StepFailed
+from conveyor.core.images import PinnedImage
+from conveyor.core.runs import RunStatus, StepStatus, Succeeded, Waiting, recover_step
+from conveyor.engine import locks
+from conveyor.engine.context import GateFacts, StepContext
+from conveyor.engine.steps.table import RUNNERS, StepRunner
+from conveyor.service import environments, runs
+from conveyor.service.context import Services
+from conveyor.store import tables
+from conveyor.store.database import unit_of_work
+
+# How long a claim lasts without renewal; renewed every third of it while a step runs.
+DEFAULT_LEASE = timedelta(seconds=30)
+# A deploy that finds its environment locked by another deploy looks again after this.
+BUSY_RETRY = timedelta(seconds=2)
+RETRY_BACKOFF = timedelta(seconds=5)
+
+
+def worker_name() -> str:
+    """host:pid, unique among live workers."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(kw_only=True)
+class Worker:
+    """Drives runs of one Conveyor installation; several may run side by side."""
+
+    services: Services
+    name: str
+    lease: timedelta = DEFAULT_LEASE
+
+    # --- claiming ----------------------------------------------------------------------------
+
+    def claim(self) -> int | None:
+        """Take one run that needs attention, or None."""
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            query = (
+                sa.select(tables.Run)
+                .where(
+                    tables.Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]),
+                    tables.Run.wake_at.is_not(None),
+                    tables.Run.wake_at <= now,
+                    sa.or_(tables.Run.claimed_by.is_(None), tables.Run.lease_expires_at < now),
+                )
+                .order_by(tables.Run.wake_at, tables.Run.id)
+                .limit(1)
+            )
+            if session.bind is not None and session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            run = session.scalars(query).first()
+            if run is None:
+                return None
+            run.claimed_by = self.name
+            run.lease_expires_at = now + self.lease
+            return run.id
+
+    def claim_run(self, run_id: int) -> bool:
+        """Take this run if it needs attention now and nobody else holds it."""
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            run = session.get(tables.Run, run_id)
+            if run is None or RunStatus(run.status).is_terminal:
+                return False
+            due = run.wake_at is not None and run.wake_at <= now
+            free = run.claimed_by is None or (
+                run.lease_expires_at is not None and run.lease_expires_at < now
+            )
+            if not (due and free):
+                return False
+            run.claimed_by = self.name
+            run.lease_expires_at = now + self.lease
+            return True
+
+    def release(self, session: Session, run: tables.Run, *, wake_at: datetime | None) -> None:
+        run.claimed_by = None
+        run.lease_expires_at = None
+        run.wake_at = wake_at
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run_until_idle(self) -> int:
+        """Process runs until none needs attention now; returns how many were processed."""
+        count = 0
+        while (run_id := self.claim()) is not None:
+            await self.process(run_id)
+            count += 1
+        return count
+
+    async def run_forever(self, *, poll: float = 1.0, stop: asyncio.Event | None = None) -> None:
+        """Process runs until ``stop`` is set."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            if await self.run_until_idle() == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll)
+
+    async def process(self, run_id: int) -> None:
+        """Advance one claimed run as far as it can go now."""
+        while True:
+            step_id = self._begin_next_step(run_id)
+            if step_id is None:
+                return
+            keep_going = await self._execute(run_id, step_id)
+            if not keep_going:
+                return
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _begin_next_step(self, run_id: int) -> int | None:
+        """Commit the next step as running (or finish the run); None when there is nothing to do."""
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            run = runs.load_run(session, run_id)
+            if run.claimed_by != self.name:
+                return None
+            if run.cancel_requested_at is not None:
+                runs.finish(session, run, RunStatus.CANCELLED, now=now, error="cancelled")
+                return None
+            if run.status == RunStatus.QUEUED:
+                run.status = RunStatus.RUNNING
+                run.started_at = now
+            ordered = runs.run_steps(session, run_id)
+            for interrupted in ordered:
+                if interrupted.status == StepStatus.RUNNING:
+                    self._recover(session, run, interrupted, now=now)
+                    if interrupted.status == StepStatus.FAILED:
+                        return None
+            step = next((s for s in ordered if not StepStatus(s.status).is_terminal), None)
+            if step is None:
+                self._succeed(session, run, now=now)
+                return None
+            run.status = RunStatus.RUNNING
+            if step.status == StepStatus.PENDING:
+                step.status = StepStatus.RUNNING
+                step.started_at = now
+                step.attempt += 1
+            run.lease_expires_at = now + self.lease
+            return step.id
+
+    def _recover(
+        self, session: Session, run: tables.Run, step: tables.Step, *, now: datetime
+    ) -> None:
+        outcome = recover_step(step.kind)
+        step.status = outcome
+        if outcome == StepStatus.FAILED:
+            step.reason = (
+                "interrupted: the worker running it stopped (this step kind is not re-run)"
+            )
+            step.finished_at = now
+            runs.finish(
+                session, run, RunStatus.FAILED, now=now, error=f"step '{step.name}' interrupted"
+            )
+
+    def _succeed(self, session: Session, run: tables.Run, *, now: datetime) -> None:
+        if run.environment is not None and run.image_digest is not None:
+            approvers = sorted(
+                {
+                    a.user
+                    for a in session.scalars(
+                        sa.select(tables.Approval).where(
+                            tables.Approval.run_id == run.id, tables.Approval.decision == "approve"
+                        )
+                    )
+                }
+            )
+            environments.record_verification(session, run=run, approvers=approvers, at=now)
+        runs.finish(session, run, RunStatus.SUCCEEDED, now=now, error=None)
+
+    async def _execute(self, run_id: int, step_id: int) -> bool:
+        """Run one step and commit its outcome; True when the run may go on to the next step."""
+        context, runner = self._context(run_id, step_id)
+        lock = None
+        if runner.kind == "deploy" and context.environment is not None:
+            lock = f"environment:{context.environment}"
+            if not locks.acquire(
+                self.services.engine,
+                lock,
+                owner=self.name,
+                ttl=self.lease,
+                now=self.services.clock(),
+            ):
+                return self._wait(
+                    run_id,
+                    step_id,
+                    Waiting(reason=f"another deploy to '{context.environment}' is in progress"),
+                    wake_in=BUSY_RETRY,
+                )
+        task = asyncio.ensure_future(runner.run(context))
+        heartbeat = asyncio.ensure_future(self._heartbeat(run_id, task, lock))
+        try:
+            outcome = await task
+        except asyncio.CancelledError:
+            return self._fail(run_id, step_id, "cancelled", cancelled=True)
+        except StepFailed as exc:
+            return self._fail(run_id, step_id, str(exc))
+        except ConveyorError as exc:
+            if not exc.retryable:
+                return self._fail(run_id, step_id, str(exc))
+            return self._retry(run_id, step_id, runner.error_threshold, str(exc))
+        except Exception as exc:
+            return self._retry(
+                run_id, step_id, runner.error_threshold, f"{type(exc).__name__}: {exc}"
+            )
+        finally:
+            heartbeat.cancel()
+            if lock is not None:
+                locks.release(self.services.engine, lock, owner=self.name)
+        if isinstance(outcome, Waiting):
+            return self._wait(run_id, step_id, outcome, wake_in=None)
+        return self._complete(run_id, step_id, outcome)
+
+    async def _heartbeat(
+        self, run_id: int, task: asyncio.Future[Succeeded | Waiting], lock: str | None
+    ) -> None:
+        """Renew the claim (and the environment lock) while the step runs; stop it if cancelled."""
+        interval = self.lease.total_seconds() / 3
+        while not task.done():
+            await asyncio.sleep(interval)
+            now = self.services.clock()
+            with unit_of_work(self.services.engine) as session:
+                run = session.get(tables.Run, run_id)
+                if run is None:
+                    return
+                run.lease_expires_at = now + self.lease
+                cancelled = run.cancel_requested_at is not None
+            if lock is not None:
+                locks.acquire(self.services.engine, lock, owner=self.name, ttl=self.lease, now=now)
+            if cancelled:
+                task.cancel()
+                return
+
+    def _complete(self, run_id: int, step_id: int, outcome: Succeeded) -> bool:
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            run = runs.load_run(session, run_id)
+            step = session.get(tables.Step, step_id)
+            assert step is not None
+            step.status = StepStatus.SUCCEEDED
+            step.finished_at = now
+            step.output = dict(outcome.output)
+            if outcome.image is not None:
+                run.image_repository = str(outcome.image.repository)
+                run.image_digest = str(outcome.image.digest)
+                run.image_tag = outcome.image.tag
+                config = self._pipeline(run).steps[step.index]
+                if isinstance(config, step_configs.BuildStep):
+                    run.image_registry = config.registry
+            if step.kind == "deploy" and run.environment is not None and not _dry(outcome):
+                image = runs.image_of(run)
+                assert image is not None
+                environments.record_deployment(
+                    session,
+                    environment=run.environment,
+                    image=image,
+                    registry=run.image_registry or image.repository.registry,
+                    run=run,
+                    kind="rollback" if run.trigger_kind == "rollback" else "deploy",
+                    at=now,
+                )
+        return True
+
+    def _wait(
+        self, run_id: int, step_id: int, outcome: Waiting, *, wake_in: timedelta | None
+    ) -> bool:
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            run = runs.load_run(session, run_id)
+            step = session.get(tables.Step, step_id)
+            assert step is not None
+            step.status = StepStatus.WAITING
+            step.reason = outcome.reason
+            if step.started_at is None:
+                step.started_at = now
+            run.status = RunStatus.WAITING
+            wake_at = now + wake_in if wake_in is not None else self._gate_expiry(run, step)
+            self.release(session, run, wake_at=wake_at)
+        return False
+
+    def _gate_expiry(self, run: tables.Run, step: tables.Step) -> datetime | None:
+        config = self._pipeline(run).steps[step.index]
+        if isinstance(config, step_configs.ApprovalStep) and config.expires and step.started_at:
+            return step.started_at + config.rule().expires_after  # type: ignore[operator]
+        return None
+
+    def _fail(self, run_id: int, step_id: int, reason: str, *, cancelled: bool = False) -> bool:
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            run = runs.load_run(session, run_id)
+            step = session.get(tables.Step, step_id)
+            assert step is not None
+            step.status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
+            step.reason = reason
+            step.finished_at = now
+            status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
+            runs.finish(session, run, status, now=now, error=f"step '{step.name}': {reason}")
+        return False
+
+    def _retry(self, run_id: int, step_id: int, threshold: int, reason: str) -> bool:
+        with unit_of_work(self.services.engine) as session:
+            step = session.get(tables.Step, step_id)
+            assert step is not None
+            attempts = step.attempt
+        if attempts >= threshold:
+            return self._fail(run_id, step_id, f"met its error threshold of {threshold}: {reason}")
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            run = runs.load_run(session, run_id)
+            step = session.get(tables.Step, step_id)
+            assert step is not None
+            step.status = StepStatus.PENDING
+            step.reason = f"attempt {attempts} failed, retrying: {reason}"
+            self.release(session, run, wake_at=now + RETRY_BACKOFF)
+        return False
+
+    # --- the step's context ------------------------------------------------------------------
+
+    def _pipeline(self, run: tables.Run) -> models.Pipeline:
+        return runs.pipeline_of(self.services, run.pipeline)
+
+    def _context(self, run_id: int, step_id: int) -> tuple[StepContext, StepRunner]:
+        with unit_of_work(self.services.engine, read_only=True) as session:
+            run = runs.load_run(session, run_id)
+            step = session.get(tables.Step, step_id)
+            assert step is not None
+            pipeline = runs.pipeline_of(self.services, run.pipeline)
+            config = pipeline.steps[step.index]
+            gate = None
+            if isinstance(config, step_configs.ApprovalStep):
+                gate = GateFacts(
+                    decisions=runs.gate_decisions(session, run_id, step.name),
+                    opened_at=step.started_at or self.services.clock(),
+                )
+            seq = (
+                session.scalar(
+                    sa.select(sa.func.coalesce(sa.func.max(tables.StepLog.seq), 0)).where(
+                        tables.StepLog.step_id == step_id
+                    )
+                )
+                or 0
+            )
+            image = runs.image_of(run)
+            facts = (
+                run.id,
+                run.pipeline,
+                run.environment,
+                run.image_registry,
+                dict(run.parameters),
+                run.triggered_by,
+            )
+        kind = str(getattr(config, "type", ""))
+        runner: StepRunner = RUNNERS.get(kind) or _Unavailable(kind)
+        workdir = self.services.data_dir / "work" / f"run-{run_id}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        run_id_, pipeline_name, environment, registry, parameters, author = facts
+        context = StepContext(
+            run_id=run_id_,
+            pipeline=pipeline_name,
+            environment=environment,
+            step_index=step.index,
+            step_name=step.name,
+            config=config,
+            image=image,
+            source_registry=registry,
+            parameters=parameters,
+            author=author,
+            log=_LogWriter(self.services, step_id, seq),
+            workdir=workdir,
+            config_dir=self.services.definitions.base_dir,
+            registries=self.services.registries,
+            now=self.services.clock,
+            sleep=asyncio.sleep,
+            gate=gate,
+            check_promotion=self._promotion_check(environment, image),
+            base_env=self.services.base_env,
+        )
+        return context, runner
+
+    def _promotion_check(
+        self, environment: str | None, image: PinnedImage | None
+    ) -> Callable[[], gates.Decision] | None:
+        if environment is None or image is None:
+            return None
+        digest = image.digest
+
+        def check() -> gates.Decision:
+            with unit_of_work(self.services.engine, read_only=True) as session:
+                return environments.check(session, self.services, digest, environment)
+
+        return check
+
+
+def _dry(outcome: Succeeded) -> bool:
+    return outcome.output.get("dry_run") == "true"
+
+
+class _LogWriter:
+    """Writes each line as it comes, in its own transaction, so followers see it live."""
+
+    def __init__(self, services: Services, step_id: int, seq: int) -> None:
+        self.services = services
+        self.step_id = step_id
+        self.seq = seq
+
+    def __call__(self, line: str, *, stream: str = "stdout") -> None:
+        self.seq += 1
+        with unit_of_work(self.services.engine) as session:
+            session.add(
+                tables.StepLog(
+                    step_id=self.step_id,
+                    seq=self.seq,
+                    at=self.services.clock(),
+                    stream=stream if stream in ("stdout", "stderr") else "system",
+                    line=line,
+                )
+            )
+
+
+class _Unavailable:
+    kind: ClassVar[str] = "unavailable"
+    default_timeout: ClassVar[timedelta | None] = None
+    error_threshold: ClassVar[int] = 1
+
+    def __init__(self, kind: str) -> None:
+        self.step_kind = kind
+
+    async def run(self, step: StepContext) -> Succeeded:
+        raise StepFailed(
+            f"step type '{self.step_kind}' is accepted in config but has no runner in this "
+            f"version of Conveyor (runners: {', '.join(RUNNERS)})"
+        )

@@ -1,0 +1,45 @@
+"""What every use case receives: definitions, the database, adapters and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from conveyor.config import models
+from conveyor.config.loader import Definitions
+from conveyor.core.credentials import Credentials
+from conveyor.core.ports import Registry
+
+
+class Registries(Protocol):
+    """Registry clients and definitions by configured name."""
+
+    def client(self, name: str) -> Registry: ...
+
+    def definition(self, name: str) -> models.Registry: ...
+
+    def credentials(self, name: str) -> Credentials | None: ...
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(kw_only=True)
+class Services:
+    """The dependencies of the use cases, built once per process by the wiring."""
+
+    definitions: Definitions
+    engine: sa.Engine
+    registries: Registries
+    data_dir: Path
+    clock: Callable[[], datetime] = utc_now
+    base_env: Mapping[str, str] = field(default_factory=dict)
+    # Process environment values that templates may use (after run parameters).
+    environ: Mapping[str, str] = field(default_factory=dict)

@@ -1,0 +1,227 @@
+"""Use cases for environments: eligibility, history, verification records, rollback, mark-bad."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from conveyor.core import gates
+from conveyor.core.errors import Conflict, InvalidInput, NotFound
+from conveyor.core.images import Digest, PinnedImage, Repository
+from conveyor.service import audit
+from conveyor.service.context import Services
+from conveyor.store import tables
+from conveyor.store.database import unit_of_work
+
+
+def requires_of(services: Services, environment: str) -> list[str]:
+    """The environments a digest must be verified in before entering ``environment``."""
+    definition = services.definitions.environment(environment)
+    if definition is None:
+        known = ", ".join(e.name for e in services.definitions.environments) or "none"
+        raise NotFound("environment", environment, hint=f"defined: {known}")
+    return list(definition.requires)
+
+
+def verification_records(session: Session, digest: Digest) -> list[gates.VerificationRecord]:
+    """Every verification record of a digest."""
+    rows = session.scalars(
+        sa.select(tables.VerificationRecord).where(tables.VerificationRecord.digest == str(digest))
+    ).all()
+    return [
+        gates.VerificationRecord(
+            digest=digest,
+            environment=r.environment,
+            run_id=r.run_id,
+            verified_at=r.verified_at,
+            approvers=tuple(r.approvals),
+        )
+        for r in rows
+    ]
+
+
+def bad_marks(session: Session, digest: Digest) -> list[gates.BadDigest]:
+    """Uncleared bad marks of a digest."""
+    rows = session.scalars(
+        sa.select(tables.BadDigest).where(
+            tables.BadDigest.digest == str(digest), tables.BadDigest.cleared_at.is_(None)
+        )
+    ).all()
+    return [gates.BadDigest(digest=digest, reason=r.reason, marked_by=r.marked_by) for r in rows]
+
+
+def check(session: Session, services: Services, digest: Digest, environment: str) -> gates.Decision:
+    """May ``digest`` enter ``environment`` now? The one question every path asks."""
+    return gates.can_deploy(
+        digest,
+        environment=environment,
+        requires=requires_of(services, environment),
+        records=verification_records(session, digest),
+        bad=bad_marks(session, digest),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentView:
+    """One entry of an environment's history."""
+
+    id: int
+    environment: str
+    image: PinnedImage
+    registry: str
+    run_id: int | None
+    deployed_by: str
+    deployed_at: datetime
+    kind: str
+
+
+def _view(row: tables.Deployment) -> DeploymentView:
+    return DeploymentView(
+        id=row.id,
+        environment=row.environment,
+        image=PinnedImage(
+            repository=Repository.parse(row.repository),
+            digest=Digest.parse(row.digest),
+            tag=row.tag,
+        ),
+        registry=row.registry,
+        run_id=row.run_id,
+        deployed_by=row.deployed_by,
+        deployed_at=row.deployed_at,
+        kind=row.kind,
+    )
+
+
+def history(services: Services, environment: str) -> list[DeploymentView]:
+    """An environment's deployments, newest first."""
+    requires_of(services, environment)
+    with unit_of_work(services.engine, read_only=True) as session:
+        rows = session.scalars(
+            sa.select(tables.Deployment)
+            .where(tables.Deployment.environment == environment)
+            .order_by(tables.Deployment.deployed_at.desc(), tables.Deployment.id.desc())
+        ).all()
+        return [_view(r) for r in rows]
+
+
+def current(services: Services, environment: str) -> DeploymentView | None:
+    """What the environment runs now (its latest deployment)."""
+    entries = history(services, environment)
+    return entries[0] if entries else None
+
+
+def record_deployment(
+    session: Session,
+    *,
+    environment: str,
+    image: PinnedImage,
+    registry: str,
+    run: tables.Run,
+    kind: str,
+    at: datetime,
+) -> None:
+    """Append to an environment's history (in the caller's transaction)."""
+    session.add(
+        tables.Deployment(
+            environment=environment,
+            registry=registry,
+            repository=str(image.repository),
+            digest=str(image.digest),
+            tag=image.tag,
+            run_id=run.id,
+            deployed_by=run.triggered_by,
+            deployed_at=at,
+            kind=kind,
+        )
+    )
+
+
+def record_verification(
+    session: Session, *, run: tables.Run, approvers: Sequence[str], at: datetime
+) -> None:
+    """Write "digest D passed environment E in run R at T, approved by P"."""
+    assert run.environment is not None and run.image_digest is not None
+    session.add(
+        tables.VerificationRecord(
+            digest=run.image_digest,
+            environment=run.environment,
+            run_id=run.id,
+            approvals=list(approvers),
+            verified_at=at,
+        )
+    )
+
+
+def mark_bad(services: Services, digest: str, *, reason: str, user: str) -> None:
+    """Block a digest from every environment until the mark is cleared."""
+    parsed = Digest.parse(digest)
+    if not reason.strip():
+        raise InvalidInput("--reason: say why the digest is bad (it is shown on every refusal)")
+    now = services.clock()
+    with unit_of_work(services.engine) as session:
+        session.add(
+            tables.BadDigest(digest=str(parsed), reason=reason, marked_by=user, marked_at=now)
+        )
+        audit.record(
+            session,
+            identity=user,
+            action="digest.mark_bad",
+            target=str(parsed),
+            details={"reason": reason},
+            at=now,
+        )
+
+
+def clear_bad(services: Services, digest: str, *, user: str) -> int:
+    """Clear every bad mark of a digest; returns how many were cleared."""
+    parsed = Digest.parse(digest)
+    now = services.clock()
+    with unit_of_work(services.engine) as session:
+        rows = session.scalars(
+            sa.select(tables.BadDigest).where(
+                tables.BadDigest.digest == str(parsed), tables.BadDigest.cleared_at.is_(None)
+            )
+        ).all()
+        if not rows:
+            raise Conflict(f"{parsed} is not marked bad")
+        for row in rows:
+            row.cleared_at = now
+            row.cleared_by = user
+        audit.record(
+            session,
+            identity=user,
+            action="digest.clear_bad",
+            target=str(parsed),
+            details={},
+            at=now,
+        )
+        return len(rows)
+
+
+def rollback_target(
+    services: Services, environment: str, *, to_run: int | None, to_digest: str | None
+) -> DeploymentView:
+    """The earlier deployment a rollback redeploys: by run, by digest, or the previous one."""
+    entries = history(services, environment)
+    if not entries:
+        raise Conflict(f"environment '{environment}' has no deployments to roll back to")
+    if to_run is not None:
+        match = next((e for e in entries if e.run_id == to_run), None)
+        if match is None:
+            raise NotFound("deployment of run", str(to_run), hint=f"in '{environment}' history")
+        return match
+    if to_digest is not None:
+        digest = Digest.parse(to_digest)
+        match = next((e for e in entries if e.image.digest == digest), None)
+        if match is None:
+            raise NotFound("deployment of digest", str(digest), hint=f"in '{environment}' history")
+        return match
+    now_running = entries[0].image.digest
+    previous = next((e for e in entries if e.image.digest != now_running), None)
+    if previous is None:
+        raise Conflict(f"environment '{environment}' has never run another digest")
+    return previous

@@ -1,0 +1,99 @@
+"""The composition root: builds the use cases' dependencies from settings and definitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from conveyor import settings as settings_module
+from conveyor.config import loader, models
+from conveyor.core.credentials import Credentials, Secret
+from conveyor.core.errors import InvalidInput, NotFound
+from conveyor.core.ports import Registry
+from conveyor.service.context import Services
+from conveyor.store import database, tables
+
+RegistryFactory = Callable[[models.Registry, Credentials | None], Registry]
+
+
+def default_registry_factory(
+    definition: models.Registry, credentials: Credentials | None
+) -> Registry:
+    """The OCI Distribution client for one configured registry."""
+    from conveyor.registry.wiring import client_for
+
+    return client_for(definition, credentials)
+
+
+@dataclass
+class ConfiguredRegistries:
+    """Registry clients for the configured registries, created on first use."""
+
+    definitions: Mapping[str, models.Registry]
+    environ: Mapping[str, str]
+    factory: RegistryFactory = default_registry_factory
+    _clients: dict[str, Registry] = field(default_factory=dict)
+
+    def definition(self, name: str) -> models.Registry:
+        definition = self.definitions.get(name)
+        if definition is None:
+            known = ", ".join(sorted(self.definitions)) or "none"
+            raise NotFound("registry", name, hint=f"defined: {known}")
+        return definition
+
+    def credentials(self, name: str) -> Credentials | None:
+        reference = self.definition(name).credentials
+        if reference is None or reference.username_env is None or reference.password_env is None:
+            return None
+        missing = [
+            v for v in (reference.username_env, reference.password_env) if v not in self.environ
+        ]
+        if missing:
+            raise InvalidInput(
+                f"registry '{name}': environment variable {missing[0]} is not set "
+                "(credentials are read from the variables the config names)"
+            )
+        return Credentials(
+            username=self.environ[reference.username_env],
+            password=Secret(self.environ[reference.password_env]),
+        )
+
+    def client(self, name: str) -> Registry:
+        if name not in self._clients:
+            self._clients[name] = self.factory(self.definition(name), self.credentials(name))
+        return self._clients[name]
+
+
+def services(
+    settings: settings_module.Settings,
+    *,
+    config: Path | None,
+    database_url: str | None = None,
+    registry_factory: RegistryFactory | None = None,
+) -> Services:
+    """Everything the use cases need, from settings and the config files."""
+    definitions = loader.load(config or settings.config_path)
+    engine = open_database(database_url or settings.database_url)
+    environ = settings_module.process_environ()
+    registries = ConfiguredRegistries(
+        definitions.registries, environ, registry_factory or default_registry_factory
+    )
+    return Services(
+        definitions=definitions,
+        engine=engine,
+        registries=registries,
+        data_dir=settings.data_dir,
+        base_env=settings_module.inherited_environ(),
+        environ=environ,
+    )
+
+
+def open_database(url: str) -> sa.Engine:
+    """The state database, with its schema brought up to date on SQLite."""
+    engine = database.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        tables.metadata.create_all(engine)
+    return engine
