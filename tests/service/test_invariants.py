@@ -28,8 +28,16 @@ OPERATIONS = st.lists(
     st.tuples(
         st.sampled_from(
             [
-                "push", "prerelease", "production", "production-from-registry", "approve",
-                "reject", "rollback", "mark-bad", "clear-bad", "crash",
+                "push",
+                "prerelease",
+                "production",
+                "production-from-registry",
+                "approve",
+                "reject",
+                "rollback",
+                "mark-bad",
+                "clear-bad",
+                "crash",
             ]
         ),
         st.integers(min_value=0, max_value=5),
@@ -102,23 +110,33 @@ class Scenario:
             if operation == "production" and pick % 2:
                 request["from_run"] = pick
             runs.start_run(
-                services, runs.RunRequest(pipeline=operation if operation != "prerelease"
-                                          else "prerelease-cd", user="ann", **request)  # type: ignore[arg-type]
+                services,
+                runs.RunRequest(
+                    pipeline=operation if operation != "prerelease" else "prerelease-cd",
+                    user="ann",
+                    **request,
+                ),  # type: ignore[arg-type]
             )
         elif operation in ("approve", "reject"):
             waiting = self.waiting_runs()
             if waiting:
                 approver = gates.Approver(user="rita")
-                runs.decide(services, waiting[pick % len(waiting)], approver=approver,
-                            approved=operation == "approve", comment="")
+                runs.decide(
+                    services,
+                    waiting[pick % len(waiting)],
+                    approver=approver,
+                    approved=operation == "approve",
+                    comment="",
+                )
         elif operation == "rollback":
             environment = ["pre-release", "production"][pick % 2]
             runs.rollback(services, environment, to_run=None, to_digest=None, user="ann")
         elif operation == "mark-bad":
             digests = sorted({str(d) for d in self.registry.tags.values()})
             if digests:
-                environments.mark_bad(services, digests[pick % len(digests)], reason="bad",
-                                      user="sec")
+                environments.mark_bad(
+                    services, digests[pick % len(digests)], reason="bad", user="sec"
+                )
         elif operation == "clear-bad":
             digests = sorted({str(d) for d in self.registry.tags.values()})
             if digests:
@@ -138,11 +156,15 @@ class Scenario:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
     database=None,
 )
 @given(OPERATIONS)
-def test_no_unverified_digest_reaches_a_gated_environment(operations: list[tuple[str, int]]) -> None:
+def test_no_unverified_digest_reaches_a_gated_environment(
+    operations: list[tuple[str, int]],
+) -> None:
     """Random runs, decisions, rollbacks, bad marks and crashes never put an unverified digest in production."""
     with tempfile.TemporaryDirectory() as directory:
         scenario = Scenario(Path(directory))
