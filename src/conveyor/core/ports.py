@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
+from conveyor.core.credentials import Secret
+from conveyor.core.events import InboundDelivery, RegistryEvent
 from conveyor.core.images import ImageRef, PinnedImage, Repository
 
 
@@ -23,4 +25,34 @@ class Registry(Protocol):
         self, image: PinnedImage, *, to: Repository, tag: str | None = None
     ) -> PinnedImage:
         """Copy exactly this digest to another repository; the result has the same digest."""
+        ...
+
+
+class WebhookFormat(Protocol):
+    """One sender's webhook deliveries: pure, bytes in, events out, so every sender is
+    tested from recorded payloads.
+
+    The caller keeps the order cap body, ``verify``, ``parse``, store, reply
+    (see ``conveyor.webhooks``). Both methods raise only ``WebhookRejected``.
+    """
+
+    sender: ClassVar[str]
+
+    def verify(
+        self, delivery: InboundDelivery, secret: Secret, *, auth: str, header: str | None
+    ) -> None:
+        """Check the delivery's credential in constant time; raises WebhookRejected (401).
+
+        ``auth`` is the endpoint's mode: ``bearer``, ``header`` (secret in the
+        header named ``header``), ``hmac-sha256`` (``sha256=<hex>`` of the body
+        in ``X-Hub-Signature-256`` or ``header``) or ``basic`` (the password).
+        """
+        ...
+
+    def parse(self, delivery: InboundDelivery) -> list[RegistryEvent]:
+        """The events this delivery reports (possibly none: pulls, blobs, pings).
+
+        Raises WebhookRejected (400) naming the problem: content type,
+        invalid JSON, or the missing or ill-typed field.
+        """
         ...
