@@ -61,12 +61,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from conveyor.cli import config_commands, runs
+    from conveyor.cli import config_commands, runs, server
 
     commands: list[click.Command] = [
         config_commands.validate,
         config_commands.schema,
         *runs.COMMANDS,
+        *server.COMMANDS,
     ]
     for command in commands:
         cli.add_command(command)

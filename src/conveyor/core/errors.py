@@ -12,6 +12,7 @@ ConveyorError
 ├── Conflict                  stale version, run already started, ...
 ├── PromotionRefused          carries the Decision's reasons
 ├── WebhookRejected           401 / 400 / 413; never echoes secret or body
+├── AccessDenied              401 / 403 on the API (token missing, invalid or too weak)
 ├── StepFailed                terminal business failure of a step
 └── IntegrationError          raised by adapters; `retryable` says whether to try again
     ├── RegistryError
@@ -136,6 +137,14 @@ class WebhookRejected(ConveyorError):
     """The webhook delivery was rejected."""
 
     def __init__(self, message: str | None = None, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AccessDenied(ConveyorError):
+    """Access denied: send a valid API token with a role allowed to do this."""
+
+    def __init__(self, message: str | None = None, *, status: int = 401) -> None:
         self.status = status
         super().__init__(message)
 

@@ -1,0 +1,195 @@
+"""`conveyor serve`, `conveyor events ...` and `conveyor token create`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from conveyor.cli.runs import _emit, _services, json_option, state_options
+from conveyor.engine.worker import Worker, worker_name
+from conveyor.service import events, tokens
+from conveyor.service.context import Services
+
+
+def _background(services: Services, worker: Worker, stop: threading.Event, poll: float) -> None:
+    """Process the inbox and drive runs until ``stop``; errors are reported, never fatal."""
+    while not stop.is_set():
+        busy = 0
+        try:
+            busy += events.process_pending(services, owner=worker.name)
+            busy += asyncio.run(worker.run_until_idle())
+        except Exception as exc:
+            click.echo(f"background error: {type(exc).__name__}: {exc}", err=True)
+        if not busy:
+            stop.wait(poll)
+
+
+@click.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="CONVEYOR_HOST",
+    show_envvar=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    envvar="CONVEYOR_PORT",
+    show_envvar=True,
+    help="Port to listen on.",
+)
+@click.option("--poll", default=0.5, show_default=True, help="Seconds between looks for work.")
+@click.option(
+    "--lease",
+    default=30.0,
+    show_default=True,
+    envvar="CONVEYOR_WORKER_LEASE",
+    show_envvar=True,
+    help="Seconds a claim lasts without renewal.",
+)
+@state_options
+def serve(
+    host: str,
+    port: int,
+    poll: float,
+    lease: float,
+    config_path: Path | None,
+    database_url: str | None,
+) -> None:
+    """Serve the API and the webhooks, and run the workers, in one process."""
+    import uvicorn
+
+    from conveyor.api.app import build_app
+
+    services, _ = _services(config_path, database_url)
+    worker = Worker(services=services, name=worker_name(), lease=timedelta(seconds=lease))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_background,
+        args=(services, worker, stop, poll),
+        name="conveyor-worker",
+        daemon=True,
+    )
+    thread.start()
+    hooks = ", ".join(f"/hooks/{name}" for name in services.definitions.webhooks) or "none"
+    click.echo(f"conveyor serving on http://{host}:{port} (webhooks: {hooks})", err=True)
+    try:
+        # uvicorn finishes in-flight requests on SIGTERM/SIGINT before returning.
+        uvicorn.run(
+            build_app(services),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        click.echo(
+            "conveyor stopped; accepted events not yet processed stay in the inbox", err=True
+        )
+
+
+@click.group("events")
+def events_group() -> None:
+    """Registry events received by webhooks: what each triggered and why."""
+
+
+@events_group.command("list")
+@click.option("--limit", default=20, show_default=True)
+@state_options
+@json_option
+def events_list(
+    limit: int, config_path: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """Recent events, newest first."""
+    services, _ = _services(config_path, database_url)
+    rows = events.list_events(services, limit=limit)
+
+    def human(data: list[dict[str, Any]]) -> None:
+        click.echo(f"{'ID':>5}  {'ENDPOINT':<12} {'KIND':<15} {'STATUS':<10} {'RUNS':<8} IMAGE")
+        for row in data:
+            started = [
+                str(t["run"]) for t in (row["outcome"] or {}).get("triggers", []) if t.get("run")
+            ]
+            image = f"{row['repository']}:{row['tag'] or '-'}"
+            click.echo(
+                f"{row['id']:>5}  {row['endpoint']:<12} {row['kind']:<15} "
+                f"{row['status']:<10} {','.join(started) or '-':<8} {image}"
+            )
+
+    _emit(rows, as_json, human)
+
+
+@events_group.command("show")
+@click.argument("event_id", type=int)
+@state_options
+@json_option
+def events_show(
+    event_id: int, config_path: Path | None, database_url: str | None, as_json: bool
+) -> None:
+    """One event and, for every trigger, whether it matched and why."""
+    services, _ = _services(config_path, database_url)
+    view = events.show_event(services, event_id)
+
+    def human(data: dict[str, Any]) -> None:
+        click.echo(
+            f"event {data['id']} from /hooks/{data['endpoint']} ({data['sender']}): "
+            f"{data['kind']} {data['registry']}/{data['repository']}:{data['tag'] or '-'}"
+            f"@{data['digest'] or '-'}"
+        )
+        click.echo(
+            f"  status: {data['status']}, delivery {data['delivery_id']}, "
+            f"redeliveries {data['redeliveries']}"
+        )
+        for trigger in (data["outcome"] or {}).get("triggers", []):
+            mark = "matched" if trigger["matched"] else "no match"
+            run = f" -> run {trigger['run']}" if trigger.get("run") else ""
+            refused = f" (refused: {trigger['refused']})" if trigger.get("refused") else ""
+            click.echo(
+                f"  {trigger['pipeline']}[{trigger['trigger']}]: {mark}: "
+                f"{trigger['reason']}{run}{refused}"
+            )
+
+    _emit(view, as_json, human)
+
+
+@events_group.command("replay")
+@click.argument("event_id", type=int)
+@state_options
+def events_replay(event_id: int, config_path: Path | None, database_url: str | None) -> None:
+    """Match EVENT's triggers again and start the runs they call for."""
+    services, _ = _services(config_path, database_url)
+    outcome = events.process(services, event_id, replay=True)
+    click.echo(json.dumps(outcome, indent=2, default=str))
+
+
+@click.group("token")
+def token_group() -> None:
+    """API tokens."""
+
+
+@token_group.command("create")
+@click.option("--name", required=True, help="The API user's identity.")
+@click.option(
+    "--role", required=True, type=click.Choice(["viewer", "operator", "approver", "admin"])
+)
+@state_options
+def token_create(name: str, role: str, config_path: Path | None, database_url: str | None) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    services, settings = _services(config_path, database_url)
+    token = tokens.create(services, name=name, role=role, created_by=settings.user)
+    click.echo(token)
+    click.echo(f"token '{name}' ({role}) created; store it now, it is not shown again", err=True)
+
+
+COMMANDS: list[click.Command] = [serve, events_group, token_group]

@@ -1,0 +1,362 @@
+"""Registry events: the durable inbox, deduplication, and triggers with reasons.
+
+``ingest`` runs while the sender waits: cap, verify, parse (conveyor.webhooks),
+then one transaction storing every event; the 2xx answer follows the commit.
+``process_pending`` runs later, in the worker: it resolves what a sender left
+out (digest or tag) from the registry, matches every ``registry_event``
+trigger and starts at most one run per (event, pipeline), recording for each
+trigger why it did or did not fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from conveyor import webhooks
+from conveyor.core import events as core_events
+from conveyor.core.credentials import Secret
+from conveyor.core.errors import ConveyorError, NotFound, WebhookRejected
+from conveyor.core.events import Headers, InboundDelivery, RegistryEvent
+from conveyor.core.images import Digest, ImageRef, Repository
+from conveyor.service import runs
+from conveyor.service.context import Services
+from conveyor.store import tables
+from conveyor.store.database import unit_of_work
+
+# Same kind+repository+digest+tag within this window is a duplicate (registries re-emit).
+DEDUPE_WINDOW = timedelta(minutes=10)
+# How long a processor holds an event before another may take it over.
+EVENT_LEASE = timedelta(seconds=60)
+# Resolving a scan event's tags costs one HEAD per tag; look at no more than this many.
+MAX_TAGS_TO_RESOLVE = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ingested:
+    """What one delivery added to the inbox."""
+
+    accepted: list[int]
+    duplicates: int
+    ignored: int
+
+
+def ingest(services: Services, endpoint: str, *, headers: Headers, body: bytes) -> Ingested:
+    """Verify, parse and durably store one delivery; raises WebhookRejected or NotFound.
+
+    Nothing is written unless verification and parsing succeed.
+    """
+    webhook = services.definitions.webhooks.get(endpoint)
+    if webhook is None:
+        raise NotFound("webhook endpoint", endpoint)
+    secret_value = services.environ.get(webhook.secret_env)
+    if not secret_value:
+        raise WebhookRejected(
+            f"endpoint '{endpoint}' has no secret: {webhook.secret_env} is not set on the server",
+            status=401,
+        )
+    now = services.clock()
+    delivery = InboundDelivery(headers=headers, body=body, received_at=now)
+    parsed = webhooks.receive(
+        webhooks.FORMATS[webhook.format],
+        delivery,
+        Secret(secret_value),
+        auth=webhook.auth,
+        header=webhook.header,
+    )
+    default_registry = (
+        services.registries.definition(webhook.registry).host if webhook.registry else ""
+    )
+    accepted: list[int] = []
+    duplicates = 0
+    with unit_of_work(services.engine) as session:
+        for event in parsed:
+            row = _store(session, endpoint, event, default_registry, now)
+            if row is None:
+                duplicates += 1
+            elif row.status == "duplicate":
+                duplicates += 1
+            else:
+                accepted.append(row.id)
+    return Ingested(accepted=accepted, duplicates=duplicates, ignored=0)
+
+
+def _store(
+    session: sa.orm.Session, endpoint: str, event: RegistryEvent, registry: str, now: datetime
+) -> tables.Event | None:
+    existing = session.scalars(
+        sa.select(tables.Event).where(
+            tables.Event.endpoint == endpoint, tables.Event.delivery_id == event.delivery_id
+        )
+    ).first()
+    if existing is not None:
+        existing.redeliveries += 1
+        return None
+    key = core_events.dedupe_key(event)
+    earlier = session.scalars(
+        sa.select(tables.Event)
+        .where(
+            tables.Event.dedupe_key == key,
+            tables.Event.received_at >= now - DEDUPE_WINDOW,
+            tables.Event.duplicate_of.is_(None),
+        )
+        .order_by(tables.Event.id)
+    ).first()
+    row = tables.Event(
+        endpoint=endpoint,
+        sender=event.sender,
+        delivery_id=event.delivery_id,
+        dedupe_key=key[:100],
+        kind=str(event.kind),
+        registry=event.registry or registry,
+        repository=event.repository,
+        tag=event.tag,
+        digest=str(event.digest) if event.digest else None,
+        scan_summary=_scan(event),
+        received_at=now,
+        status="duplicate" if earlier is not None else "pending",
+        duplicate_of=earlier.id if earlier is not None else None,
+        outcome={"duplicate_of": earlier.id} if earlier is not None else None,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _scan(event: RegistryEvent) -> dict[str, Any] | None:
+    if event.scan is None:
+        return None
+    return {
+        "scanner": event.scan.scanner,
+        "status": event.scan.status,
+        "severities": dict(event.scan.severities),
+        "total": event.scan.total,
+    }
+
+
+def claim_pending(services: Services, *, owner: str) -> int | None:
+    """Take one pending event for processing."""
+    now = services.clock()
+    with unit_of_work(services.engine) as session:
+        query = (
+            sa.select(tables.Event)
+            .where(
+                tables.Event.status == "pending",
+                sa.or_(tables.Event.claimed_by.is_(None), tables.Event.lease_expires_at < now),
+            )
+            .order_by(tables.Event.id)
+            .limit(1)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        row = session.scalars(query).first()
+        if row is None:
+            return None
+        row.claimed_by = owner
+        row.lease_expires_at = now + EVENT_LEASE
+        row.attempts += 1
+        return row.id
+
+
+def process_pending(services: Services, *, owner: str) -> int:
+    """Process every pending event; returns how many were processed."""
+    count = 0
+    while (event_id := claim_pending(services, owner=owner)) is not None:
+        process(services, event_id)
+        count += 1
+    return count
+
+
+def process(services: Services, event_id: int, *, replay: bool = False) -> dict[str, Any]:
+    """Resolve, match every trigger, start runs; records and returns the outcome."""
+    with unit_of_work(services.engine, read_only=True) as session:
+        row = session.get(tables.Event, event_id)
+        if row is None:
+            raise NotFound("event", str(event_id), hint="see `conveyor events list`")
+        facts = _facts(row)
+    outcome: dict[str, Any] = {"triggers": []}
+    try:
+        tags, digest = _resolve(services, facts)
+    except ConveyorError as error:
+        outcome["error"] = f"could not resolve from the registry: {error}"
+        tags, digest = ([facts["tag"]] if facts["tag"] else []), facts["digest"]
+    outcome["resolved"] = {"tags": tags, "digest": digest}
+    for pipeline_name, pipeline in services.definitions.pipelines.items():
+        for index, trigger in enumerate(pipeline.triggers):
+            if trigger.registry_event is None:
+                continue
+            outcome["triggers"].append(
+                _match(
+                    services,
+                    facts,
+                    pipeline_name,
+                    index,
+                    trigger.registry_event,
+                    tags,
+                    event_id=None if replay else event_id,
+                )
+            )
+    with unit_of_work(services.engine) as session:
+        row = session.get(tables.Event, event_id)
+        assert row is not None
+        row.status = "processed"
+        row.processed_at = services.clock()
+        row.claimed_by = None
+        row.outcome = outcome
+    return outcome
+
+
+def _facts(row: tables.Event) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "endpoint": row.endpoint,
+        "kind": row.kind,
+        "registry": row.registry,
+        "repository": row.repository,
+        "tag": row.tag,
+        "digest": row.digest,
+        "sender": row.sender,
+        "delivery_id": row.delivery_id,
+        "received_at": row.received_at,
+    }
+
+
+def _registry_name(services: Services, host: str) -> str | None:
+    for name, definition in services.definitions.registries.items():
+        hosts = {definition.host}
+        if definition.internal_url:
+            hosts.add(definition.internal_url.split("://", 1)[1].split("/", 1)[0])
+        if host in hosts:
+            return name
+    return None
+
+
+def _resolve(services: Services, facts: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """The event's tags and digest, asking the registry for what the sender left out."""
+    tag, digest = facts["tag"], facts["digest"]
+    if facts["kind"] == "delete" or (tag and digest):
+        return ([tag] if tag else []), digest
+    name = _registry_name(services, facts["registry"])
+    if name is None:
+        return ([tag] if tag else []), digest
+    client = services.registries.client(name)
+    repository = Repository(services.registries.definition(name).host, facts["repository"])
+
+    async def resolve() -> tuple[list[str], str | None]:
+        if tag and not digest:
+            pinned = await client.resolve(ImageRef(repository, tag=tag))
+            return [tag], str(pinned.digest)
+        wanted = Digest.parse(digest)
+        found = []
+        for candidate in list(await client.list_tags(repository))[:MAX_TAGS_TO_RESOLVE]:
+            pinned = await client.resolve(ImageRef(repository, tag=candidate))
+            if pinned.digest == wanted:
+                found.append(candidate)
+        return found, digest
+
+    return asyncio.run(resolve())
+
+
+def _match(
+    services: Services,
+    facts: Mapping[str, Any],
+    pipeline: str,
+    index: int,
+    trigger: Any,  # noqa: ANN401 - config.models.RegistryEventTrigger
+    tags: list[str],
+    *,
+    event_id: int | None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"pipeline": pipeline, "trigger": index, "matched": False}
+    if trigger.webhook is not None and trigger.webhook != facts["endpoint"]:
+        result["reason"] = (
+            f"trigger listens to webhook '{trigger.webhook}', not '{facts['endpoint']}'"
+        )
+        return result
+    source = services.definitions.sources[trigger.source]
+    host = services.registries.definition(source.registry).host
+    if (
+        facts["registry"]
+        and facts["registry"] != host
+        and _registry_name(services, facts["registry"]) != source.registry
+    ):
+        result["reason"] = (
+            f"registry '{facts['registry']}' is not source '{trigger.source}''s {host}"
+        )
+        return result
+    candidates: list[str | None] = list(tags) or [None]
+    reason = ""
+    for tag in candidates:
+        event = RegistryEvent(
+            kind=core_events.EventKind(facts["kind"]),
+            registry=facts["registry"],
+            repository=facts["repository"],
+            tag=tag,
+            digest=Digest.parse(facts["digest"]) if facts["digest"] else None,
+            delivery_id=facts["delivery_id"],
+            occurred_at=None,
+            sender=facts["sender"],
+        )
+        matched, reason = core_events.matches_trigger(
+            event, repository=source.repository, events=trigger.events, tag_regex=trigger.tag
+        )
+        if matched and tag is not None:
+            result.update(matched=True, reason=reason, tag=tag)
+            result.update(_start(services, pipeline, tag, event_id))
+            return result
+    result["reason"] = reason
+    return result
+
+
+def _start(services: Services, pipeline: str, tag: str, event_id: int | None) -> dict[str, Any]:
+    try:
+        run_id = runs.start_run(
+            services,
+            runs.RunRequest(
+                pipeline=pipeline,
+                tag=tag,
+                user="registry-event",
+                trigger="registry_event",
+                event_id=event_id,
+            ),
+        )
+    except exc.IntegrityError:
+        return {"run": None, "note": "a run for this event and pipeline already exists"}
+    except ConveyorError as error:
+        return {"run": None, "refused": str(error)}
+    return {"run": run_id}
+
+
+def list_events(services: Services, *, limit: int) -> list[dict[str, Any]]:
+    """Recent events, newest first, with their outcome."""
+    with unit_of_work(services.engine, read_only=True) as session:
+        rows = session.scalars(
+            sa.select(tables.Event).order_by(tables.Event.id.desc()).limit(limit)
+        ).all()
+        return [
+            {**_facts(r), "status": r.status, "outcome": r.outcome, "redeliveries": r.redeliveries}
+            for r in rows
+        ]
+
+
+def show_event(services: Services, event_id: int) -> dict[str, Any]:
+    """One event with the outcome of every trigger."""
+    with unit_of_work(services.engine, read_only=True) as session:
+        row = session.get(tables.Event, event_id)
+        if row is None:
+            raise NotFound("event", str(event_id), hint="see `conveyor events list`")
+        return {
+            **_facts(row),
+            "status": row.status,
+            "outcome": row.outcome,
+            "scan": row.scan_summary,
+            "redeliveries": row.redeliveries,
+            "duplicate_of": row.duplicate_of,
+            "processed_at": row.processed_at,
+        }
