@@ -1,0 +1,231 @@
+"""The HTTP surface in-process: webhooks into the inbox, triggers, and the token-guarded API."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from conveyor import wiring
+from conveyor.api.app import build_app
+from conveyor.config import loader
+from conveyor.engine.worker import Worker
+from conveyor.service import events, tokens
+from conveyor.service.context import Services
+from conveyor.store import tables
+from conveyor.store.database import unit_of_work
+from conveyor.testing import InMemoryRegistry
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+SECRET = "s3cret-webhook-value"
+HOST = "127.0.0.1:5000"
+CONFIG = textwrap.dedent(
+    f"""\
+    registries:
+      local: {{url: "http://{HOST}", tls: {{insecure: true}}}}
+    environments:
+      - name: pre-release
+    sources:
+      myapp:
+        registry: local
+        repository: myteam/myapp
+        filter: {{glob: "myapp-V*"}}
+    webhooks:
+      registry:
+        format: distribution
+        registry: local
+        secret_env: HOOK_SECRET
+    pipelines:
+      prerelease-cd:
+        environment: pre-release
+        source: {{artifact: myapp}}
+        triggers:
+          - registry_event: {{source: myapp, webhook: registry, events: [push], tag: "^myapp-V.*"}}
+        steps:
+          - {{type: deploy, deployer: registry-tag, with: {{tag: pre-release}}}}
+    """
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+
+@pytest.fixture
+def registry() -> InMemoryRegistry:
+    return InMemoryRegistry(host=HOST)
+
+
+@pytest.fixture
+def services(tmp_path: Path, registry: InMemoryRegistry) -> Iterator[Services]:
+    (tmp_path / "conveyor.yaml").write_text(CONFIG)
+    definitions = loader.load(tmp_path / "conveyor.yaml")
+    built = Services(
+        definitions=definitions,
+        engine=wiring.open_database(f"sqlite:///{tmp_path / 'state.db'}"),
+        registries=wiring.ConfiguredRegistries(definitions.registries, {}, lambda d, c: registry),
+        data_dir=tmp_path / "data",
+        clock=Clock(),
+        environ={"HOOK_SECRET": SECRET},
+    )
+    yield built
+    built.engine.dispose()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(build_app(services), base_url="http://127.0.0.1") as test_client:
+        yield test_client
+
+
+def _payload(name: str = "distribution-push.json") -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def _post(client: TestClient, body: bytes, *, secret: str | None = SECRET) -> Any:
+    headers = {"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
+    return client.post("/hooks/registry", content=body, headers=headers)
+
+
+def _counts(services: Services) -> tuple[int, int]:
+    with unit_of_work(services.engine, read_only=True) as session:
+        event_count = session.scalar(sa.select(sa.func.count()).select_from(tables.Event))
+        run_count = session.scalar(sa.select(sa.func.count()).select_from(tables.Run))
+    return int(event_count or 0), int(run_count or 0)
+
+
+class TestWebhooks:
+    def test_push_event_triggers_the_pipeline(
+        self, client: TestClient, services: Services, registry: InMemoryRegistry
+    ) -> None:
+        """A verified push of myapp-V* is stored, then starts the pre-release pipeline."""
+        pushed = registry.push("myteam/myapp", "myapp-V1.4.2", b"manifest")
+        response = _post(client, _payload())
+        assert response.status_code == 202
+        assert response.json()["accepted"] == 1
+        assert _counts(services) == (1, 0)  # stored before anything runs
+
+        events.process_pending(services, owner="test")
+        event = events.list_events(services, limit=1)[0]
+        trigger = event["outcome"]["triggers"][0]
+        assert trigger["matched"] is True and trigger["run"] == 1
+        import asyncio
+
+        asyncio.run(Worker(services=services, name="w").run_until_idle())
+        assert registry.tags[("myteam/myapp", "pre-release")] == pushed.digest
+
+    def test_same_delivery_five_times_starts_one_run(
+        self, client: TestClient, services: Services, registry: InMemoryRegistry
+    ) -> None:
+        """Registries retry: five posts of one delivery start exactly one run."""
+        registry.push("myteam/myapp", "myapp-V1.4.2", b"manifest")
+        for _ in range(5):
+            assert _post(client, _payload()).status_code == 202
+        events.process_pending(services, owner="test")
+        assert _counts(services) == (1, 1)
+
+    def test_tag_outside_the_trigger_regex_does_not_trigger(
+        self, client: TestClient, services: Services, registry: InMemoryRegistry
+    ) -> None:
+        """A push of another tag is recorded with the reason it did not trigger."""
+        body = json.loads(_payload())
+        body["events"][0]["target"]["tag"] = "other-1.0"
+        body["events"][0]["id"] = "another-delivery"
+        assert _post(client, json.dumps(body).encode()).status_code == 202
+        events.process_pending(services, owner="test")
+        trigger = events.list_events(services, limit=1)[0]["outcome"]["triggers"][0]
+        assert trigger["matched"] is False
+        assert trigger["reason"] == "tag 'other-1.0' does not match '^myapp-V.*'"
+        assert _counts(services) == (1, 0)
+
+    @pytest.mark.parametrize("secret", [None, "wrong", SECRET + "x"])
+    def test_bad_authentication_is_refused_without_a_trace(
+        self, client: TestClient, services: Services, secret: str | None
+    ) -> None:
+        """Missing or wrong credentials get 401 and store nothing."""
+        response = _post(client, _payload(), secret=secret)
+        assert response.status_code == 401
+        assert SECRET not in response.text
+        assert _counts(services) == (0, 0)
+
+    def test_unknown_endpoint_and_bad_json(self, client: TestClient, services: Services) -> None:
+        """Unknown endpoints are 404; invalid JSON is 400 naming the problem; nothing stored."""
+        missing = client.post("/hooks/nope", content=b"{}", headers={"Authorization": "Bearer x"})
+        assert missing.status_code == 404
+        broken = _post(client, b"{not json")
+        assert broken.status_code == 400
+        assert "JSON" in broken.json()["detail"]
+        assert _counts(services) == (0, 0)
+
+    def test_body_over_the_limit_is_413(self, client: TestClient, services: Services) -> None:
+        """A body over 1 MiB is refused before it is read whole."""
+        response = _post(client, b"{" + b" " * (1024 * 1024 + 10) + b"}")
+        assert response.status_code == 413
+        assert _counts(services) == (0, 0)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=st.binary(max_size=2000), authorized=st.booleans())
+    def test_fuzzed_deliveries_never_5xx(
+        self, client: TestClient, services: Services, body: bytes, authorized: bool
+    ) -> None:
+        """Random bodies get a 4xx or a 202, never a 5xx, and refused ones store nothing."""
+        before = _counts(services)
+        response = _post(client, body, secret=SECRET if authorized else "nope")
+        assert response.status_code < 500
+        if response.status_code >= 400:
+            assert _counts(services) == before
+
+
+class TestApi:
+    def _token(self, services: Services, role: str, name: str | None = None) -> dict[str, str]:
+        token = tokens.create(services, name=name or role, role=role, created_by="admin")
+        return {"Authorization": f"Bearer {token}"}
+
+    def test_roles_are_enforced(self, client: TestClient, services: Services) -> None:
+        """A viewer may read but not start runs; no token is 401."""
+        viewer = self._token(services, "viewer")
+        assert client.get("/api/v1/runs", headers=viewer).status_code == 200
+        refused = client.post("/api/v1/runs", json={"pipeline": "prerelease-cd"}, headers=viewer)
+        assert refused.status_code == 403
+        assert "needs operator" in refused.json()["detail"]
+        assert client.get("/api/v1/runs").status_code == 401
+
+    def test_start_a_run_and_errors_name_the_field(
+        self, client: TestClient, services: Services, registry: InMemoryRegistry
+    ) -> None:
+        """An operator starts a run by tag; a wrongly typed field is named in the error."""
+        pushed = registry.push("myteam/myapp", "myapp-V1.4.2", b"manifest")
+        operator = self._token(services, "operator")
+        started = client.post(
+            "/api/v1/runs",
+            json={"pipeline": "prerelease-cd", "tag": "myapp-V1.4.2"},
+            headers=operator,
+        )
+        assert started.status_code == 201
+        assert started.json()["digest"] == str(pushed.digest)
+        wrong = client.post("/api/v1/runs", json={"pipeline": 5}, headers=operator)
+        assert wrong.status_code == 400
+        assert wrong.json()["errors"][0]["field"] == "pipeline"
+
+    def test_tokens_are_stored_hashed(self, services: Services) -> None:
+        """Only the token's hash is stored."""
+        token = tokens.create(services, name="ci", role="viewer", created_by="admin")
+        with unit_of_work(services.engine, read_only=True) as session:
+            stored = session.scalars(sa.select(tables.ApiToken.token_hash)).all()
+        assert token not in stored and len(stored[0]) == 64
