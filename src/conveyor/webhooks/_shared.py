@@ -118,7 +118,7 @@ def _check_basic(delivery: InboundDelivery, expected: str) -> None:
     _, colon, password = decoded.partition(b":")
     if not colon:
         raise WebhookRejected("Authorization Basic credentials are not user:password", status=401)
-    if not hmac.compare_digest(password, expected.encode()):
+    if not hmac.compare_digest(password, _utf8(expected)):
         raise WebhookRejected("Authorization Basic password does not match", status=401)
 
 
@@ -126,16 +126,20 @@ def _check_hmac(delivery: InboundDelivery, expected: str, *, header: str) -> Non
     # GitHub: "sha256=" + hex HMAC-SHA256(secret, raw body), docs.github.com
     # "Validating webhook deliveries". Compare the whole header value.
     given = _required_header(delivery, header)
-    digest = hmac.new(expected.encode(), delivery.body, hashlib.sha256).hexdigest()
+    digest = hmac.new(_utf8(expected), delivery.body, hashlib.sha256).hexdigest()
     _compare(given.strip(), f"sha256={digest}", what=f"{header} signature")
 
 
 def _compare(given: str, expected: str, *, what: str) -> None:
-    # compare_digest refuses non-ASCII str; compare bytes (surrogatepass: any header text).
-    if not hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    ):
+    # compare_digest refuses non-ASCII str, so compare bytes.
+    if not hmac.compare_digest(_utf8(given), _utf8(expected)):
         raise WebhookRejected(f"{what} does not match", status=401)
+
+
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a secret read from the environment may hold surrogate escapes
+    # (undecodable bytes), and header text may hold anything; neither may raise here.
+    return text.encode("utf-8", "surrogatepass")
 
 
 # --- typed JSON access ---------------------------------------------------------------
