@@ -321,3 +321,13 @@ class TestSize:
         with pytest.raises(WebhookRejected) as caught:
             receive(FORMATS["distribution"], request, SECRET, auth="bearer", header=None)
         assert caught.value.status == 400
+
+
+def test_sender_chosen_keys_are_shortened_in_messages() -> None:
+    """A huge or non-printable key named in an error is cut short and escaped."""
+    key = "\u2603" + "K" * 5000
+    body = mutate("ecr-image-scan", {"detail.finding-severity-counts": {key: "x"}})
+    with pytest.raises(WebhookRejected) as caught:
+        FORMATS["ecr"].parse(delivery(body))
+    assert len(str(caught.value)) < 300
+    assert "\\u2603" in str(caught.value)
