@@ -20,8 +20,8 @@ from conveyor.core.errors import InvalidDigest, InvalidImageRef, WebhookRejected
 from conveyor.core.events import EventKind, InboundDelivery, RegistryEvent, ScanSummary
 from conveyor.core.images import NAME_RE, TAG_RE, Digest, ImageRef
 
-# Registries send a few KiB; 1 MiB leaves room for large GitHub payloads while
-# keeping a flood of big bodies cheap to refuse (Kargo caps at 2 MiB, receiver.go).
+# Registries send a few KiB (GitHub's package events are the largest, ~10 KiB); 1 MiB
+# leaves ample room while a flood of big bodies stays cheap to refuse (issue 6).
 MAX_BODY_BYTES = 1024 * 1024
 
 # What senders put in Content-Type: plain JSON (most), distribution 2.x (v1) and
@@ -57,8 +57,9 @@ def check_content_type(delivery: InboundDelivery) -> None:
         raise WebhookRejected(f"missing Content-Type header; expected one of {expected}")
     media_type = raw.split(";", 1)[0].strip().lower()
     if media_type not in JSON_CONTENT_TYPES:
-        shown = media_type[:_ECHO_LIMIT].encode("ascii", "backslashreplace").decode()
-        raise WebhookRejected(f"Content-Type '{shown}' is not JSON; expected one of {expected}")
+        raise WebhookRejected(
+            f"Content-Type '{_shown(media_type)}' is not JSON; expected one of {expected}"
+        )
 
 
 # --- authentication ------------------------------------------------------------------
@@ -118,7 +119,7 @@ def _check_basic(delivery: InboundDelivery, expected: str) -> None:
     _, colon, password = decoded.partition(b":")
     if not colon:
         raise WebhookRejected("Authorization Basic credentials are not user:password", status=401)
-    if not hmac.compare_digest(password, expected.encode()):
+    if not hmac.compare_digest(password, _utf8(expected)):
         raise WebhookRejected("Authorization Basic password does not match", status=401)
 
 
@@ -126,16 +127,20 @@ def _check_hmac(delivery: InboundDelivery, expected: str, *, header: str) -> Non
     # GitHub: "sha256=" + hex HMAC-SHA256(secret, raw body), docs.github.com
     # "Validating webhook deliveries". Compare the whole header value.
     given = _required_header(delivery, header)
-    digest = hmac.new(expected.encode(), delivery.body, hashlib.sha256).hexdigest()
+    digest = hmac.new(_utf8(expected), delivery.body, hashlib.sha256).hexdigest()
     _compare(given.strip(), f"sha256={digest}", what=f"{header} signature")
 
 
 def _compare(given: str, expected: str, *, what: str) -> None:
-    # compare_digest refuses non-ASCII str; compare bytes (surrogatepass: any header text).
-    if not hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    ):
+    # compare_digest refuses non-ASCII str, so compare bytes.
+    if not hmac.compare_digest(_utf8(given), _utf8(expected)):
         raise WebhookRejected(f"{what} does not match", status=401)
+
+
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a secret read from the environment may hold surrogate escapes
+    # (undecodable bytes), and header text may hold anything; neither may raise here.
+    return text.encode("utf-8", "surrogatepass")
 
 
 # --- typed JSON access ---------------------------------------------------------------
@@ -192,8 +197,9 @@ class Fields:
         self._data: dict[str, object] = data
 
     def child(self, key: str) -> str:
-        """The dotted path of one of this object's keys."""
-        return f"{self.path}.{key}" if self.path else key
+        """The dotted path of one of this object's keys (sender-chosen keys shortened)."""
+        shown = _shown(key)
+        return f"{self.path}.{shown}" if self.path else shown
 
     def fail(self, path: str, problem: str) -> NoReturn:
         """Raise the 400 for one field."""
@@ -351,6 +357,13 @@ def _trim_fraction(text: str) -> str:
     return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}" if digits else text
 
 
+def _shown(text: str) -> str:
+    # Key names can come from the sender (severity names, report types): keep
+    # messages short and printable whatever was sent.
+    cut = text if len(text) <= _ECHO_LIMIT else f"{text[:_ECHO_LIMIT]}…"
+    return cut.encode("ascii", "backslashreplace").decode()
+
+
 def _type_name(value: object) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
@@ -396,7 +409,7 @@ def severity_counts(counts: Fields) -> dict[str, int]:
     """Severity name to count, names lowercased; refuses non-integer or negative counts."""
     result: dict[str, int] = {}
     for name, value in counts.items():
-        path = f"{counts.path}.{name}"
+        path = counts.child(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             counts.fail(path, "must be a non-negative integer")
         result[name.lower()] = result.get(name.lower(), 0) + value
