@@ -6,7 +6,8 @@ ConveyorError
 │   ├── InvalidDefinition     config files: one or more located problems
 │   ├── InvalidImageRef       an image reference that does not parse
 │   ├── InvalidDigest         a digest that is not algorithm:hex
-│   └── InvalidVersionPolicy  a filter or policy that cannot be used
+│   ├── InvalidVersionPolicy  a filter or policy that cannot be used
+│   └── InvalidDatabaseUrl    CONVEYOR_DATABASE_URL / --database-url is not usable
 ├── NotFound                  (kind, name)
 ├── Conflict                  stale version, run already started, ...
 ├── PromotionRefused          carries the Decision's reasons
@@ -15,7 +16,8 @@ ConveyorError
 └── IntegrationError          raised by adapters; `retryable` says whether to try again
     ├── RegistryError
     ├── ScannerError
-    └── DeployError
+    ├── DeployError
+    └── DatabaseUnavailable   the state database cannot be reached or opened
 ```
 
 The class docstring is the default message; structured facts live on
@@ -103,6 +105,11 @@ class InvalidVersionPolicy(InvalidInput):
     """The version filter or policy cannot be used."""
 
 
+class InvalidDatabaseUrl(InvalidInput):
+    """The database URL is not valid; set CONVEYOR_DATABASE_URL or --database-url to
+    sqlite:///path/to/state.db or postgresql://user:password@host:5432/dbname."""
+
+
 class NotFound(ConveyorError):
     """Not found."""
 
@@ -153,3 +160,7 @@ class ScannerError(IntegrationError):
 
 class DeployError(IntegrationError):
     """The deploy failed."""
+
+
+class DatabaseUnavailable(IntegrationError):
+    """The state database is unavailable; check CONVEYOR_DATABASE_URL or --database-url."""
