@@ -61,7 +61,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    commands: list[click.Command] = []
+    from conveyor.cli import db_commands
+
+    commands: list[click.Command] = [
+        db_commands.db,
+    ]
     for command in commands:
         cli.add_command(command)
 

@@ -223,6 +223,11 @@ def insert_ignoring_conflicts(
         statement: Any = postgresql_insert(table)
     else:
         statement = sqlite_insert(table)
-    statement = statement.values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
-    result = session.execute(statement)
-    return bool(result.rowcount == 1)
+    # RETURNING rather than rowcount: drivers differ on rowcount for ON CONFLICT.
+    key = sa.inspect(table).primary_key[0]
+    statement = (
+        statement.values(**values)
+        .on_conflict_do_nothing(index_elements=conflict_columns)
+        .returning(key)
+    )
+    return session.execute(statement).first() is not None

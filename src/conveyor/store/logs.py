@@ -63,4 +63,4 @@ def read_run_log(
         .order_by(StepLog.id)
         .limit(limit)
     )
-    return [(index, line) for index, line in rows.tuples()]
+    return [(index, line) for index, line in rows]
