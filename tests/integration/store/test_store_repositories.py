@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from support.times import NOW
 
 from conveyor.core.errors import Conflict, NotFound
 from conveyor.store import (
@@ -21,6 +20,7 @@ from conveyor.store import (
     tokens,
 )
 from conveyor.store.tables import Event
+from support.times import NOW
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER_DIGEST = "sha256:" + "cd" * 32
@@ -150,7 +150,7 @@ class TestRuns:
 
 class TestStepLogs:
     def test_lines_append_in_order_and_read_from_an_offset(self, engine):
-        """Appended lines are numbered from 1 and a follower reads only the lines after its offset."""
+        """Lines are numbered from 1 and a follower reads only the lines after its offset."""
         with database.unit_of_work(engine) as session:
             step = runs.fetch_step(session, _new_run(session), 0)
             assert logs.append_log(session, step.id, ["one", "two"], now=NOW) == 2
@@ -214,7 +214,7 @@ class TestEventsInbox:
             "redeliveries": 0,
             "attempts": 0,
         }
-        with pytest.raises(sa.exc.IntegrityError, match="(?i)unique"):
+        with pytest.raises(sa.exc.IntegrityError, match=r"(?i)unique"):
             with database.unit_of_work(engine) as session:
                 session.execute(sa.insert(Event), [row])
 

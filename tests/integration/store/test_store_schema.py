@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from support.times import NOW
 
 from conveyor.core.errors import DatabaseUnavailable, InvalidDatabaseUrl
 from conveyor.store import database, schema, tables
 from conveyor.store.tables import AuditEntry
+from support.times import NOW
 
 EXPECTED_TABLES = {
     "alembic_version",
