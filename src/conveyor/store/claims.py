@@ -175,6 +175,11 @@ def release_lease(session: Session, name: str, *, owner: str) -> bool:
     return bool(deleted.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def environment_lock(environment: str) -> str:
+    """The lease name of an environment's deploy lock (one deploy at a time per environment)."""
+    return f"environment:{environment}"
+
+
 def fetch_lease_owner(session: Session, name: str, *, now: datetime) -> str | None:
     """Who holds the named lease now (None if free or expired)."""
     return session.execute(
@@ -218,8 +223,8 @@ class SingletonLock:
         if self._connection is not None:
             try:
                 self._connection.exec_driver_sql("SELECT 1")
-            except sa.exc.DBAPIError:
-                return False
+            except sa.exc.SQLAlchemyError:
+                return False  # the connection, and with it the advisory lock, is gone
             return True
         with database.unit_of_work(self._engine) as session:
             return acquire_lease(session, self.name, owner=self.owner, ttl=self._ttl, now=now)
@@ -234,6 +239,9 @@ class SingletonLock:
                 self._connection.execute(
                     sa.text("SELECT pg_advisory_unlock(:key)"), {"key": advisory_key(self.name)}
                 )
+            except sa.exc.SQLAlchemyError:
+                # A dead connection has released the lock already; never pool it again.
+                self._connection.invalidate()
             finally:
                 self._connection.close()
             return

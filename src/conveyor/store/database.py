@@ -170,7 +170,14 @@ def _is_connection_problem(error: exc.OperationalError) -> bool:
     if error.connection_invalidated:
         return True
     text = str(error.orig).lower()
-    markers = ("connect", "unable to open", "authentication", "does not exist", "refused")
+    markers = (
+        "connect",
+        "unable to open",
+        "authentication",
+        "does not exist",
+        "refused",
+        "locked",
+    )
     return any(marker in text for marker in markers)
 
 

@@ -143,7 +143,7 @@ class TestClaimNextEvent:
 class TestLeases:
     def test_a_lease_has_one_owner_until_it_expires_or_is_released(self, engine):
         """Another owner is refused while the lease is live, and takes it once it expires."""
-        name = "environment:production"
+        name = claims.environment_lock("production")
         with database.unit_of_work(engine) as session:
             assert claims.acquire_lease(session, name, owner="a", ttl=LEASE, now=NOW)
             assert not claims.acquire_lease(session, name, owner="b", ttl=LEASE, now=NOW)
@@ -207,6 +207,9 @@ class TestSingletons:
             engine, "scheduler", owner="p2", ttl=LEASE, now=later
         )
         assert standby is not None
+        assert not holder.is_held(now=later)
+        holder.release()  # harmless: it no longer holds anything
+        assert standby.is_held(now=later)
         standby.release()
 
     @pytest.mark.postgres
