@@ -206,3 +206,10 @@ class TestDatabaseUrls:
         assert "bob:***@127.0.0.1:1/conveyor" in str(caught.value)
         assert "hunter2" not in str(caught.value)
         assert "CONVEYOR_DATABASE_URL" in str(caught.value)
+
+    def test_store_errors_do_not_leak_driver_exception_types(self):
+        """Callers catch Conveyor errors only: ours are not SQLAlchemy or psycopg exceptions."""
+        import psycopg
+
+        for error in (InvalidDatabaseUrl, DatabaseUnavailable):
+            assert not issubclass(error, (sa.exc.SQLAlchemyError, psycopg.Error))
