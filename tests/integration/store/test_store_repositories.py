@@ -141,6 +141,15 @@ class TestRuns:
             run_id = _new_run(session)
             runs.update_run(session, run_id, status="exploded")
 
+    def test_one_event_starts_at_most_one_run_per_pipeline(self, engine):
+        """A second run of the same pipeline for the same event violates the unique constraint."""
+        with database.unit_of_work(engine) as session:
+            event_id = events.record_delivery(session, _delivery(), now=NOW).event.id
+            _new_run(session, event_id=event_id)
+            _new_run(session, pipeline="other", event_id=event_id)
+        with pytest.raises(sa.exc.IntegrityError), database.unit_of_work(engine) as session:
+            _new_run(session, event_id=event_id)
+
     def test_a_missing_run_is_not_found(self, engine):
         """Fetching a run that does not exist raises NotFound naming it."""
         with pytest.raises(NotFound, match="run '42' not found"):
