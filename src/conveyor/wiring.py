@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from conveyor import settings as settings_module
 from conveyor.config import loader, models
 from conveyor.core.credentials import Credentials, Secret
-from conveyor.core.errors import InvalidInput, NotFound
+from conveyor.core.errors import DatabaseUnavailable, InvalidInput, NotFound
 from conveyor.core.ports import Registry
 from conveyor.service.context import Services
-from conveyor.store import database, tables
+from conveyor.store import database, schema
 
 RegistryFactory = Callable[[models.Registry, Credentials | None], Registry]
 
@@ -92,8 +92,22 @@ def services(
 
 
 def open_database(url: str) -> sa.Engine:
-    """The state database, with its schema brought up to date on SQLite."""
+    """The state database; SQLite is migrated on first use, PostgreSQL must be up to date.
+
+    SQLite is one file that nothing else manages, so Conveyor brings it to the
+    current schema itself. A shared PostgreSQL is migrated deliberately, with
+    `conveyor db upgrade`, so that several processes never race a migration.
+    """
     engine = database.create_engine(url)
+    with database.translate_errors(engine):
+        current = schema.current_revision(engine)
+    head = schema.head_revision()
+    if current == head:
+        return engine
     if engine.dialect.name == "sqlite":
-        tables.metadata.create_all(engine)
-    return engine
+        schema.upgrade_engine(engine)
+        return engine
+    raise DatabaseUnavailable(
+        f"the database at {database.masked(engine.url)} is at schema revision "
+        f"{current or 'none'}, this Conveyor needs {head}; run `conveyor db upgrade`"
+    )

@@ -61,11 +61,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from conveyor.cli import config_commands, runs, server
+    from conveyor.cli import config_commands, db_commands, runs, server
 
     commands: list[click.Command] = [
         config_commands.validate,
         config_commands.schema,
+        db_commands.db,
         *runs.COMMANDS,
         *server.COMMANDS,
     ]

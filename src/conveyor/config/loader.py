@@ -62,6 +62,16 @@ class Definitions:
     def environment(self, name: str) -> models.Environment | None:
         return next((e for e in self.environments if e.name == name), None)
 
+    def registry_for_host(self, host: str) -> str | None:
+        """The configured registry whose public or internal address is ``host``."""
+        for name, definition in self.registries.items():
+            hosts = {definition.host}
+            if definition.internal_url:
+                hosts.add(definition.internal_url.split("://", 1)[1].split("/", 1)[0])
+            if host in hosts:
+                return name
+        return None
+
     def names(self, section: str) -> set[str]:
         if section == "environments":
             declared = {e.name for e in self.environments}

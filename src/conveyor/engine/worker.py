@@ -281,7 +281,6 @@ class Worker:
                     session,
                     environment=run.environment,
                     image=image,
-                    registry=run.image_registry or image.repository.registry,
                     run=run,
                     kind="rollback" if run.trigger_kind == "rollback" else "deploy",
                     at=now,

@@ -88,7 +88,7 @@ def _view(row: tables.Deployment) -> DeploymentView:
             digest=Digest.parse(row.digest),
             tag=row.tag,
         ),
-        registry=row.registry,
+        registry=row.registry_host,
         run_id=row.run_id,
         deployed_by=row.deployed_by,
         deployed_at=row.deployed_at,
@@ -119,7 +119,6 @@ def record_deployment(
     *,
     environment: str,
     image: PinnedImage,
-    registry: str,
     run: tables.Run,
     kind: str,
     at: datetime,
@@ -128,7 +127,7 @@ def record_deployment(
     session.add(
         tables.Deployment(
             environment=environment,
-            registry=registry,
+            registry_host=image.repository.registry,
             repository=str(image.repository),
             digest=str(image.digest),
             tag=image.tag,

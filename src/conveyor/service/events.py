@@ -114,7 +114,7 @@ def _store(
         delivery_id=event.delivery_id,
         dedupe_key=key[:100],
         kind=str(event.kind),
-        registry=event.registry or registry,
+        registry_host=event.registry or registry,
         repository=event.repository,
         tag=event.tag,
         digest=str(event.digest) if event.digest else None,
@@ -217,7 +217,7 @@ def _facts(row: tables.Event) -> dict[str, Any]:
         "id": row.id,
         "endpoint": row.endpoint,
         "kind": row.kind,
-        "registry": row.registry,
+        "registry": row.registry_host,
         "repository": row.repository,
         "tag": row.tag,
         "digest": row.digest,
@@ -228,13 +228,7 @@ def _facts(row: tables.Event) -> dict[str, Any]:
 
 
 def _registry_name(services: Services, host: str) -> str | None:
-    for name, definition in services.definitions.registries.items():
-        hosts = {definition.host}
-        if definition.internal_url:
-            hosts.add(definition.internal_url.split("://", 1)[1].split("/", 1)[0])
-        if host in hosts:
-            return name
-    return None
+    return services.definitions.registry_for_host(host)
 
 
 def _resolve(services: Services, facts: Mapping[str, Any]) -> tuple[list[str], str | None]:

@@ -421,6 +421,7 @@ def rollback(
             user=user,
             trigger="rollback",
             pinned=target.image,
-            pinned_registry=target.registry,
+            pinned_registry=origin.image_registry
+            or services.definitions.registry_for_host(target.registry),
         ),
     )

@@ -24,6 +24,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from conveyor.core.errors import DatabaseUnavailable, InvalidDatabaseUrl
@@ -168,7 +170,14 @@ def _is_connection_problem(error: exc.OperationalError) -> bool:
     if error.connection_invalidated:
         return True
     text = str(error.orig).lower()
-    markers = ("connect", "unable to open", "authentication", "does not exist", "refused")
+    markers = (
+        "connect",
+        "unable to open",
+        "authentication",
+        "does not exist",
+        "refused",
+        "locked",
+    )
     return any(marker in text for marker in markers)
 
 
@@ -203,3 +212,29 @@ def is_postgresql(session_or_engine: Session | sa.Engine | sa.Connection) -> boo
         else session_or_engine
     )
     return bind.dialect.name == "postgresql"
+
+
+def insert_ignoring_conflicts(
+    session: Session,
+    table: type[Any],
+    values: dict[str, Any],
+    *,
+    conflict_columns: tuple[str, ...],
+) -> bool:
+    """INSERT ... ON CONFLICT (columns) DO NOTHING; True when the row was inserted.
+
+    Both backends support this form; no savepoint or exception is involved, so
+    the surrounding transaction stays usable after a conflict.
+    """
+    if is_postgresql(session):
+        statement: Any = postgresql_insert(table)
+    else:
+        statement = sqlite_insert(table)
+    # RETURNING rather than rowcount: drivers differ on rowcount for ON CONFLICT.
+    key = sa.inspect(table).primary_key[0]
+    statement = (
+        statement.values(**values)
+        .on_conflict_do_nothing(index_elements=conflict_columns)
+        .returning(key)
+    )
+    return session.execute(statement).first() is not None

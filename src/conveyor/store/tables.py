@@ -211,7 +211,7 @@ class Event(Base):
     delivery_id: Mapped[str] = mapped_column(sa.String(255))
     dedupe_key: Mapped[str] = mapped_column(sa.String(100))
     kind: Mapped[str] = mapped_column(sa.String(16))
-    registry: Mapped[str] = mapped_column(sa.String(255))
+    registry_host: Mapped[str] = mapped_column(sa.String(255))
     repository: Mapped[str] = mapped_column(sa.String(255))
     tag: Mapped[str | None] = mapped_column(sa.String(128))
     digest: Mapped[str | None] = mapped_column(sa.String(200))
@@ -238,7 +238,7 @@ class Deployment(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     environment: Mapped[str] = mapped_column(sa.String(200))
-    registry: Mapped[str] = mapped_column(sa.String(255))
+    registry_host: Mapped[str] = mapped_column(sa.String(255))
     repository: Mapped[str] = mapped_column(sa.String(255))
     digest: Mapped[str] = mapped_column(sa.String(200))
     tag: Mapped[str | None] = mapped_column(sa.String(128))

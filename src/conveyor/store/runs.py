@@ -1,0 +1,156 @@
+"""Runs and their steps: create, read, and record transitions the engine decided on.
+
+Claiming a run for a worker lives in claims.py; step logs in logs.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from conveyor.core.errors import NotFound
+from conveyor.store.tables import Run, Step
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRun:
+    """What a run is created with; the image may be unknown until a build step pushes it."""
+
+    pipeline: str
+    triggered_by: str
+    trigger_kind: str = "manual"
+    source_kind: str = "none"
+    pipeline_version: int | None = None
+    environment: str | None = None
+    image_registry: str | None = None
+    image_repository: str | None = None
+    image_digest: str | None = None
+    image_tag: str | None = None
+    upstream_run_id: int | None = None
+    event_id: int | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewStep:
+    """A step as planned when its run is created."""
+
+    name: str
+    kind: str
+
+
+def create_run(
+    session: Session, new: NewRun, *, steps: Sequence[NewStep] = (), now: datetime
+) -> Run:
+    """Insert a queued run with its steps (pending, numbered from 0)."""
+    run = Run(
+        pipeline=new.pipeline,
+        pipeline_version=new.pipeline_version,
+        environment=new.environment,
+        status="queued",
+        image_registry=new.image_registry,
+        image_repository=new.image_repository,
+        image_digest=new.image_digest,
+        image_tag=new.image_tag,
+        source_kind=new.source_kind,
+        upstream_run_id=new.upstream_run_id,
+        event_id=new.event_id,
+        parameters=dict(new.parameters),
+        triggered_by=new.triggered_by,
+        trigger_kind=new.trigger_kind,
+        created_at=now,
+    )
+    session.add(run)
+    session.flush()
+    for index, step in enumerate(steps):
+        session.add(
+            Step(
+                run_id=run.id,
+                index=index,
+                name=step.name,
+                kind=step.kind,
+                status="pending",
+                attempt=0,
+                output={},
+            )
+        )
+    session.flush()
+    return run
+
+
+def fetch_run(session: Session, run_id: int) -> Run:
+    """The run with this id; raises NotFound."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound("run", str(run_id), hint="list runs with `conveyor runs list`")
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    pipeline: str | None = None,
+    statuses: Sequence[str] = (),
+    limit: int = 50,
+) -> list[Run]:
+    """Runs, newest first, optionally of one pipeline and in some statuses."""
+    query = sa.select(Run).order_by(Run.id.desc()).limit(limit)
+    if pipeline is not None:
+        query = query.where(Run.pipeline == pipeline)
+    if statuses:
+        query = query.where(Run.status.in_(statuses))
+    return list(session.scalars(query))
+
+
+def fetch_last_successful_run(session: Session, pipeline: str) -> Run | None:
+    """The pipeline's most recently finished succeeded run (a pipeline source's default)."""
+    return session.scalars(
+        sa.select(Run)
+        .where(Run.pipeline == pipeline, Run.status == "succeeded")
+        .order_by(Run.finished_at.desc(), Run.id.desc())
+        .limit(1)
+    ).first()
+
+
+def update_run(session: Session, run_id: int, **values: Any) -> Run:  # noqa: ANN401
+    """Set columns of a run (status, started_at, finished_at, error, image_*, wake_at, ...)."""
+    run = fetch_run(session, run_id)
+    for name, value in values.items():
+        if not hasattr(Run, name):
+            raise TypeError(f"runs has no column {name!r}")
+        setattr(run, name, value)
+    session.flush()
+    return run
+
+
+def list_steps(session: Session, run_id: int) -> list[Step]:
+    """The steps of a run in order."""
+    return list(session.scalars(sa.select(Step).where(Step.run_id == run_id).order_by(Step.index)))
+
+
+def fetch_step(session: Session, run_id: int, index: int) -> Step:
+    """One step of a run by position; raises NotFound."""
+    step = session.scalars(
+        sa.select(Step).where(Step.run_id == run_id, Step.index == index)
+    ).first()
+    if step is None:
+        raise NotFound("step", f"{run_id}/{index}")
+    return step
+
+
+def update_step(session: Session, step_id: int, **values: Any) -> Step:  # noqa: ANN401
+    """Set columns of a step (status, attempt, timestamps, exit_code, reason, output)."""
+    step = session.get(Step, step_id)
+    if step is None:
+        raise NotFound("step", str(step_id))
+    for name, value in values.items():
+        if not hasattr(Step, name):
+            raise TypeError(f"steps has no column {name!r}")
+        setattr(step, name, value)
+    session.flush()
+    return step

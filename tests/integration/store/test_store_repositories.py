@@ -1,0 +1,414 @@
+"""Repository functions round-trip on SQLite and PostgreSQL, and constraints hold."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from tests.support.times import NOW
+
+from conveyor.core.errors import Conflict, NotFound
+from conveyor.store import (
+    approvals,
+    audit,
+    database,
+    environments,
+    events,
+    logs,
+    pipelines,
+    runs,
+    tokens,
+)
+from conveyor.store.tables import Event
+
+DIGEST = "sha256:" + "ab" * 32
+OTHER_DIGEST = "sha256:" + "cd" * 32
+
+
+def _new_run(session, pipeline: str = "pre-release", **overrides) -> int:
+    fields = {
+        "pipeline": pipeline,
+        "triggered_by": "alice",
+        "source_kind": "artifact",
+        "image_registry": "registry.example.com",
+        "image_repository": "team/myapp",
+        "image_digest": DIGEST,
+        "image_tag": "myapp-V1.0.0",
+        "parameters": {"R_VERSION": "1.0.0"},
+    } | overrides
+    run = runs.create_run(
+        session,
+        runs.NewRun(**fields),
+        steps=[
+            runs.NewStep(name="deploy", kind="deploy"),
+            runs.NewStep(name="verification", kind="approval"),
+        ],
+        now=NOW,
+    )
+    return run.id
+
+
+def _delivery(delivery_id: str = "d-1", **overrides) -> events.Delivery:
+    fields = {
+        "endpoint": "registry",
+        "sender": "distribution",
+        "delivery_id": delivery_id,
+        "kind": "push",
+        "registry_host": "registry.example.com",
+        "repository": "team/myapp",
+        "tag": "myapp-V1.0.0",
+        "digest": DIGEST,
+    } | overrides
+    return events.Delivery(**fields)
+
+
+class TestPipelineDefinitions:
+    def test_same_content_keeps_its_version_and_new_content_gets_the_next(self, engine):
+        """Saving unchanged content returns version 1 again; changed content becomes version 2."""
+        with database.unit_of_work(engine) as session:
+            first = pipelines.save_definition(session, "prod", {"steps": [1]}, now=NOW)
+            again = pipelines.save_definition(session, "prod", {"steps": [1]}, now=NOW)
+            changed = pipelines.save_definition(session, "prod", {"steps": [1, 2]}, now=NOW)
+        assert (first.version, again.id, changed.version) == (1, first.id, 2)
+        assert first.content_hash == pipelines.content_hash({"steps": [1]})
+        with database.unit_of_work(engine, read_only=True) as session:
+            latest = pipelines.fetch_latest_definition(session, "prod")
+        assert latest is not None and latest.body == {"steps": [1, 2]}
+
+
+class TestRuns:
+    def test_a_run_and_its_steps_round_trip(self, engine):
+        """A created run reads back queued, with its image, parameters and ordered steps."""
+        with database.unit_of_work(engine) as session:
+            run_id = _new_run(session)
+        with database.unit_of_work(engine, read_only=True) as session:
+            run = runs.fetch_run(session, run_id)
+            steps = runs.list_steps(session, run_id)
+        assert (run.status, run.image_digest, run.parameters) == (
+            "queued",
+            DIGEST,
+            {"R_VERSION": "1.0.0"},
+        )
+        assert run.created_at == NOW
+        assert [(s.index, s.name, s.kind, s.status) for s in steps] == [
+            (0, "deploy", "deploy", "pending"),
+            (1, "verification", "approval", "pending"),
+        ]
+
+    def test_last_successful_run_ignores_later_failures(self, engine):
+        """The pipeline source default is the newest succeeded run, not a newer failed one."""
+        with database.unit_of_work(engine) as session:
+            good = _new_run(session)
+            runs.update_run(session, good, status="succeeded", finished_at=NOW)
+            bad = _new_run(session)
+            runs.update_run(session, bad, status="failed", finished_at=NOW + timedelta(hours=1))
+            _new_run(session, pipeline="other")
+        with database.unit_of_work(engine, read_only=True) as session:
+            last = runs.fetch_last_successful_run(session, "pre-release")
+        assert last is not None and last.id == good
+
+    def test_steps_record_exit_details_and_output(self, engine):
+        """A finished step keeps its attempt, times, exit code, reason and output."""
+        with database.unit_of_work(engine) as session:
+            run_id = _new_run(session)
+            step = runs.fetch_step(session, run_id, 0)
+            runs.update_step(
+                session,
+                step.id,
+                status="failed",
+                attempt=2,
+                started_at=NOW,
+                finished_at=NOW + timedelta(seconds=3),
+                exit_code=7,
+                reason="exit status 7",
+                output={"pushed": DIGEST},
+            )
+        with database.unit_of_work(engine, read_only=True) as session:
+            stored = runs.fetch_step(session, run_id, 0)
+        assert (stored.status, stored.attempt, stored.exit_code, stored.reason, stored.output) == (
+            "failed",
+            2,
+            7,
+            "exit status 7",
+            {"pushed": DIGEST},
+        )
+        assert stored.finished_at == NOW + timedelta(seconds=3)
+
+    def test_an_unknown_status_is_refused_by_the_database(self, engine):
+        """The status CHECK constraint refuses a value outside the run lifecycle."""
+        with pytest.raises(sa.exc.IntegrityError), database.unit_of_work(engine) as session:
+            run_id = _new_run(session)
+            runs.update_run(session, run_id, status="exploded")
+
+    def test_one_event_starts_at_most_one_run_per_pipeline(self, engine):
+        """A second run of the same pipeline for the same event violates the unique constraint."""
+        with database.unit_of_work(engine) as session:
+            event_id = events.record_delivery(session, _delivery(), now=NOW).event.id
+            _new_run(session, event_id=event_id)
+            _new_run(session, pipeline="other", event_id=event_id)
+        with pytest.raises(sa.exc.IntegrityError), database.unit_of_work(engine) as session:
+            _new_run(session, event_id=event_id)
+
+    def test_a_missing_run_is_not_found(self, engine):
+        """Fetching a run that does not exist raises NotFound naming it."""
+        with pytest.raises(NotFound, match="run '42' not found"):
+            with database.unit_of_work(engine, read_only=True) as session:
+                runs.fetch_run(session, 42)
+
+
+class TestStepLogs:
+    def test_lines_append_in_order_and_read_from_an_offset(self, engine):
+        """Lines are numbered from 1 and a follower reads only the lines after its offset."""
+        with database.unit_of_work(engine) as session:
+            step = runs.fetch_step(session, _new_run(session), 0)
+            assert logs.append_log(session, step.id, ["one", "two"], now=NOW) == 2
+        with database.unit_of_work(engine) as session:
+            assert logs.append_log(session, step.id, ["three"], stream="stderr", now=NOW) == 3
+        with database.unit_of_work(engine, read_only=True) as session:
+            everything = logs.read_log(session, step.id)
+            tail = logs.read_log(session, step.id, after_seq=2)
+            nothing = logs.read_log(session, step.id, after_seq=3)
+        assert [(line.seq, line.line) for line in everything] == [
+            (1, "one"),
+            (2, "two"),
+            (3, "three"),
+        ]
+        assert [(line.seq, line.stream, line.line) for line in tail] == [(3, "stderr", "three")]
+        assert nothing == []
+
+    def test_run_log_follows_across_steps(self, engine):
+        """Reading a run's log after the last line id seen returns only newer lines, any step."""
+        with database.unit_of_work(engine) as session:
+            run_id = _new_run(session)
+            first, second = runs.list_steps(session, run_id)
+            logs.append_log(session, first.id, ["a"], now=NOW)
+        with database.unit_of_work(engine, read_only=True) as session:
+            [(index, seen)] = logs.read_run_log(session, run_id)
+        with database.unit_of_work(engine) as session:
+            logs.append_log(session, second.id, ["b"], now=NOW)
+        with database.unit_of_work(engine, read_only=True) as session:
+            newer = logs.read_run_log(session, run_id, after_id=seen.id)
+        assert (index, seen.line) == (0, "a")
+        assert [(i, line.line) for i, line in newer] == [(1, "b")]
+
+
+class TestEventsInbox:
+    def test_a_redelivery_is_stored_once_and_counted(self, engine):
+        """The same delivery id on the same endpoint is stored once; the retry is only counted."""
+        with database.unit_of_work(engine) as session:
+            first = events.record_delivery(session, _delivery(), now=NOW)
+        with database.unit_of_work(engine) as session:
+            retry = events.record_delivery(session, _delivery(), now=NOW + timedelta(seconds=5))
+        assert (first.created, retry.created) == (True, False)
+        assert retry.event.id == first.event.id
+        assert retry.event.redeliveries == 1
+        with database.unit_of_work(engine, read_only=True) as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Event)) == 1
+
+    def test_a_duplicate_delivery_id_is_rejected_by_the_unique_constraint(self, engine):
+        """A raw second row with the same (endpoint, delivery_id) violates the constraint."""
+        with database.unit_of_work(engine) as session:
+            events.record_delivery(session, _delivery(), now=NOW)
+        row = {
+            "endpoint": "registry",
+            "sender": "distribution",
+            "delivery_id": "d-1",
+            "dedupe_key": "x",
+            "kind": "push",
+            "registry_host": "r",
+            "repository": "p",
+            "received_at": NOW,
+            "status": "pending",
+            "redeliveries": 0,
+            "attempts": 0,
+        }
+        with pytest.raises(sa.exc.IntegrityError, match=r"(?i)unique"):
+            with database.unit_of_work(engine) as session:
+                session.execute(sa.insert(Event), [row])
+
+    def test_the_same_delivery_id_on_another_endpoint_is_a_new_event(self, engine):
+        """Delivery ids are unique per endpoint, not globally."""
+        with database.unit_of_work(engine) as session:
+            events.record_delivery(session, _delivery(), now=NOW)
+            other = events.record_delivery(session, _delivery(endpoint="harbor"), now=NOW)
+        assert other.created
+
+    def test_same_content_within_the_window_is_recorded_as_a_duplicate(self, engine):
+        """A new delivery of the same change within the window is stored as a duplicate."""
+        window = timedelta(minutes=5)
+        with database.unit_of_work(engine) as session:
+            original = events.record_delivery(
+                session, _delivery("a"), now=NOW, duplicate_window=window
+            )
+            copy = events.record_delivery(
+                session, _delivery("b"), now=NOW + timedelta(minutes=1), duplicate_window=window
+            )
+            late = events.record_delivery(
+                session, _delivery("c"), now=NOW + timedelta(hours=1), duplicate_window=window
+            )
+        assert (original.event.status, copy.event.status, late.event.status) == (
+            "pending",
+            "duplicate",
+            "pending",
+        )
+        assert copy.event.duplicate_of == original.event.id
+
+    def test_processing_records_the_outcome(self, engine):
+        """Marking an event processed stores which triggers matched and why others did not."""
+        outcome = {"matched": ["pre-release-cd"], "unmatched": {"prod": "tag does not match"}}
+        with database.unit_of_work(engine) as session:
+            event_id = events.record_delivery(session, _delivery(), now=NOW).event.id
+            events.mark_processed(session, event_id, outcome=outcome, now=NOW)
+        with database.unit_of_work(engine, read_only=True) as session:
+            stored = events.fetch_event(session, event_id)
+        assert (stored.status, stored.outcome, stored.processed_at) == ("processed", outcome, NOW)
+
+
+class TestEnvironments:
+    def test_history_is_newest_first_and_the_newest_is_current(self, engine):
+        """The current deployment is the newest, and history lists all, newest first."""
+        with database.unit_of_work(engine) as session:
+            run_id = _new_run(session)
+            for digest, kind in [
+                (DIGEST, "deploy"),
+                (OTHER_DIGEST, "deploy"),
+                (DIGEST, "rollback"),
+            ]:
+                environments.record_deployment(
+                    session,
+                    environments.NewDeployment(
+                        environment="production",
+                        registry_host="registry.example.com",
+                        repository="team/myapp",
+                        digest=digest,
+                        tag=None,
+                        run_id=run_id,
+                        deployed_by="bob",
+                        kind=kind,
+                    ),
+                    now=NOW,
+                )
+        with database.unit_of_work(engine, read_only=True) as session:
+            current = environments.fetch_current_deployment(session, "production")
+            history = environments.list_history(session, "production")
+            nothing = environments.fetch_current_deployment(session, "test")
+        assert current is not None and (current.digest, current.kind) == (DIGEST, "rollback")
+        assert [d.digest for d in history] == [DIGEST, OTHER_DIGEST, DIGEST]
+        assert nothing is None
+
+    def test_verification_records_are_idempotent_per_digest_environment_and_run(self, engine):
+        """Recording the same verification twice keeps one record."""
+        approvals_json = [{"user": "carol", "at": NOW.isoformat()}]
+        with database.unit_of_work(engine) as session:
+            run_id = _new_run(session)
+            first = environments.record_verification(
+                session,
+                digest=DIGEST,
+                environment="pre-release",
+                run_id=run_id,
+                approvals=approvals_json,
+                now=NOW,
+            )
+            again = environments.record_verification(
+                session,
+                digest=DIGEST,
+                environment="pre-release",
+                run_id=run_id,
+                approvals=[],
+                now=NOW,
+            )
+        with database.unit_of_work(engine, read_only=True) as session:
+            records = environments.list_verifications(session, DIGEST, environment="pre-release")
+            elsewhere = environments.list_verifications(session, OTHER_DIGEST)
+        assert again.id == first.id
+        assert [(r.run_id, r.approvals) for r in records] == [(run_id, approvals_json)]
+        assert elsewhere == []
+
+    def test_a_bad_mark_blocks_until_cleared(self, engine):
+        """A digest marked bad has an open mark until it is cleared."""
+        with database.unit_of_work(engine) as session:
+            environments.mark_bad(session, DIGEST, reason="CVE-2026-1", by="dave", now=NOW)
+        with database.unit_of_work(engine) as session:
+            mark = environments.fetch_bad_mark(session, DIGEST)
+            assert mark is not None and (mark.reason, mark.marked_by) == ("CVE-2026-1", "dave")
+            assert environments.clear_bad(session, DIGEST, by="erin", now=NOW) == 1
+        with database.unit_of_work(engine, read_only=True) as session:
+            assert environments.fetch_bad_mark(session, DIGEST) is None
+
+
+class TestApprovals:
+    def test_one_decision_per_user_per_step(self, engine):
+        """A user's second decision at the same step is a Conflict; other users may decide."""
+        with database.unit_of_work(engine) as session:
+            run_id = _new_run(session)
+            approvals.record_approval(
+                session,
+                run_id,
+                step="verification",
+                user="carol",
+                decision="approve",
+                comment="looks good",
+                now=NOW,
+            )
+            approvals.record_approval(
+                session,
+                run_id,
+                step="verification",
+                user="dave",
+                decision="reject",
+                comment="no",
+                now=NOW,
+            )
+        with pytest.raises(Conflict, match="carol already decided"):
+            with database.unit_of_work(engine) as session:
+                approvals.record_approval(
+                    session, run_id, step="verification", user="carol", decision="reject", now=NOW
+                )
+        with database.unit_of_work(engine, read_only=True) as session:
+            decided = approvals.list_approvals(session, run_id, step="verification")
+        assert [(a.user, a.decision, a.comment) for a in decided] == [
+            ("carol", "approve", "looks good"),
+            ("dave", "reject", "no"),
+        ]
+
+
+class TestTokensAndAudit:
+    def test_only_the_hash_is_stored_and_the_token_authenticates(self, engine):
+        """A token authenticates until revoked, and its plain value is stored nowhere."""
+        with database.unit_of_work(engine) as session:
+            issued = tokens.create_token(
+                session, "ci", role="operator", created_by="admin", now=NOW
+            )
+        assert issued.token not in repr(issued)
+        with database.unit_of_work(engine) as session:
+            row = tokens.authenticate(session, issued.token, now=NOW + timedelta(minutes=1))
+            assert row is not None and (row.name, row.role) == ("ci", "operator")
+            assert row.token_hash == tokens.hash_token(issued.token) != issued.token
+            assert tokens.revoke_token(session, "ci", now=NOW)
+        with database.unit_of_work(engine, read_only=True) as session:
+            assert tokens.authenticate(session, issued.token, now=NOW) is None
+            stored = session.execute(sa.text("SELECT * FROM api_tokens")).all()
+        assert issued.token not in repr(stored)
+        assert stored[0].last_used_at is not None
+
+    def test_audit_entries_keep_identity_action_target_and_details(self, engine):
+        """An audit entry reads back exactly as written."""
+        with database.unit_of_work(engine) as session:
+            audit.record_audit(
+                session,
+                identity="token:ci",
+                action="run.start",
+                target="pipeline/prod",
+                details={"run": 1},
+                now=NOW,
+            )
+        with database.unit_of_work(engine, read_only=True) as session:
+            [entry] = audit.list_audit(session)
+        assert (entry.identity, entry.action, entry.target, entry.details, entry.at) == (
+            "token:ci",
+            "run.start",
+            "pipeline/prod",
+            {"run": 1},
+            NOW,
+        )
