@@ -126,7 +126,7 @@ def cli(tmp_path: Path, registry: str) -> Cli:
         "CONVEYOR_DATA_DIR": str(tmp_path / "data"),
     }
 
-    def run(*args: str, user: str = "ann", ok: bool = True) -> Any:  # noqa: ANN401
+    def run(*args: str, user: str = "ann", ok: bool = True) -> Any:
         done = subprocess.run(
             [sys.executable, "-m", "conveyor.cli", *args],
             env={**env, "CONVEYOR_USER": user, "CONVEYOR_GROUPS": ""},
