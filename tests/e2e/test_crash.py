@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import push_image
+
 pytestmark = pytest.mark.slow
 
 CONFIG = textwrap.dedent(
@@ -32,9 +34,43 @@ CONFIG = textwrap.dedent(
 )
 
 
+DEPLOY_CONFIG = textwrap.dedent(
+    """\
+    registries:
+      main: {{url: "http://{registry}", tls: {{insecure: true}}}}
+    environments:
+      - name: test
+    sources:
+      myapp: {{registry: main, repository: team/myapp}}
+    pipelines:
+      deploy-test:
+        environment: test
+        source: {{artifact: myapp}}
+        steps:
+          - name: deploy
+            type: deploy
+            deployer: command
+            with:
+              run: >-
+                echo "start $CONVEYOR_IMAGE" >> {log};
+                if [ ! -f {marker} ]; then touch {marker}; sleep 60; fi;
+                echo done >> {log}
+    """
+)
+
+
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
-    (tmp_path / "conveyor.yaml").write_text(CONFIG)
+def cli(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    config = CONFIG
+    if "registry" in request.fixturenames:
+        config = DEPLOY_CONFIG.format(
+            registry=request.getfixturevalue("registry"),
+            log=tmp_path / "deploys.log",
+            marker=tmp_path / "marker",
+        )
+    (tmp_path / "conveyor.yaml").write_text(config)
     env = {
         **os.environ,
         "CONVEYOR_CONFIG": str(tmp_path / "conveyor.yaml"),
@@ -128,3 +164,26 @@ def test_killed_while_a_gate_waits_keeps_waiting(cli) -> None:  # type: ignore[n
     assert [s["status"] for s in view["steps"]] == ["succeeded", "succeeded"]
     assert view["approvals"][0]["user"] == "ann"
     assert view["approvals"][0]["comment"] == "verification passed"
+
+
+def test_killed_during_a_deploy_step_reruns_it(cli, registry: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An idempotent deploy step running when its worker is killed runs again and completes once."""
+    digest = push_image(registry, "team/myapp:v1", "v1", tmp_path)
+    done = cli("run", "deploy-test", "--tag", "v1", "--json")
+    assert done.returncode == 0, done.stderr
+    run_id = int(json.loads(done.stdout)["id"])
+    cli("worker", "--poll", "0.2", background=True)
+    _wait_for(lambda: (tmp_path / "marker").exists(), "the deploy to start")
+    first = cli.workers[0]  # type: ignore[attr-defined]
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+
+    cli("worker", "--poll", "0.2", background=True)
+    _wait_for(lambda: _show(cli, run_id)["status"] == "succeeded", "the run to succeed")
+    view = _show(cli, run_id)
+    assert view["steps"][0]["attempt"] == 2
+    lines = (tmp_path / "deploys.log").read_text().splitlines()
+    image = f"{registry}/team/myapp@{digest}"
+    assert lines == [f"start {image}", f"start {image}", "done"]
+    environment = cli("env", "show", "test", "--json")
+    assert json.loads(environment.stdout)["digest"] == digest

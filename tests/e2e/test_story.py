@@ -5,13 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,58 +17,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 Cli = Callable[..., Any]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _require(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        message = f"{', '.join(missing)} not installed: run scripts/install"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
-    """A real CNCF distribution registry on 127.0.0.1, stopped after the test."""
-    _require("docker-registry", "skopeo", "buildah")
-    address = f"127.0.0.1:{_free_port()}"
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        textwrap.dedent(
-            f"""\
-            version: 0.1
-            log: {{level: error}}
-            storage:
-              filesystem: {{rootdirectory: {tmp_path / 'registry-data'}}}
-            http:
-              addr: {address}
-            """
-        )
-    )
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", int(address.split(":")[1]))) == 0:
-                    break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("registry did not start")
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _config(registry: str, context: Path) -> str:
@@ -130,7 +75,10 @@ def cli(tmp_path: Path, registry: str) -> Cli:
         done = subprocess.run(
             [sys.executable, "-m", "conveyor.cli", *args],
             env={**env, "CONVEYOR_USER": user, "CONVEYOR_GROUPS": ""},
-            text=True, capture_output=True, timeout=120, check=False,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
         )
         if ok:
             assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
@@ -144,9 +92,15 @@ def cli(tmp_path: Path, registry: str) -> Cli:
 
 def _skopeo_digest(registry: str, tag: str) -> str:
     raw = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false",
-         f"docker://{registry}/team/myapp:{tag}"],
-        capture_output=True, check=True,
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://{registry}/team/myapp:{tag}",
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
