@@ -29,12 +29,11 @@ from conveyor.core import gates
 from conveyor.core.errors import ConveyorError, StepFailed
 from conveyor.core.images import PinnedImage
 from conveyor.core.runs import RunStatus, StepStatus, Succeeded, Waiting, recover_step
-from conveyor.engine import locks
 from conveyor.engine.context import GateFacts, StepContext
 from conveyor.engine.steps.table import RUNNERS, StepRunner
 from conveyor.service import environments, runs
 from conveyor.service.context import Services
-from conveyor.store import tables
+from conveyor.store import claims, tables
 from conveyor.store.database import unit_of_work
 
 # How long a claim lasts without renewal; renewed every third of it while a step runs.
@@ -61,44 +60,19 @@ class Worker:
 
     def claim(self) -> int | None:
         """Take one run that needs attention, or None."""
-        now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
-            query = (
-                sa.select(tables.Run)
-                .where(
-                    tables.Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]),
-                    tables.Run.wake_at.is_not(None),
-                    tables.Run.wake_at <= now,
-                    sa.or_(tables.Run.claimed_by.is_(None), tables.Run.lease_expires_at < now),
-                )
-                .order_by(tables.Run.wake_at, tables.Run.id)
-                .limit(1)
+            claim = claims.claim_next_run(
+                session, worker=self.name, lease=self.lease, now=self.services.clock()
             )
-            if session.bind is not None and session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            run = session.scalars(query).first()
-            if run is None:
-                return None
-            run.claimed_by = self.name
-            run.lease_expires_at = now + self.lease
-            return run.id
+            return claim.run_id if claim is not None else None
 
     def claim_run(self, run_id: int) -> bool:
         """Take this run if it needs attention now and nobody else holds it."""
-        now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
-            run = session.get(tables.Run, run_id)
-            if run is None or RunStatus(run.status).is_terminal:
-                return False
-            due = run.wake_at is not None and run.wake_at <= now
-            free = run.claimed_by is None or (
-                run.lease_expires_at is not None and run.lease_expires_at < now
+            claim = claims.claim_run(
+                session, run_id, worker=self.name, lease=self.lease, now=self.services.clock()
             )
-            if not (due and free):
-                return False
-            run.claimed_by = self.name
-            run.lease_expires_at = now + self.lease
-            return True
+            return claim is not None
 
     def release(self, session: Session, run: tables.Run, *, wake_at: datetime | None) -> None:
         run.claimed_by = None
@@ -200,14 +174,8 @@ class Worker:
         context, runner = self._context(run_id, step_id)
         lock = None
         if runner.kind == "deploy" and context.environment is not None:
-            lock = f"environment:{context.environment}"
-            if not locks.acquire(
-                self.services.engine,
-                lock,
-                owner=self.name,
-                ttl=self.lease,
-                now=self.services.clock(),
-            ):
+            lock = claims.environment_lock(context.environment)
+            if not self._lease(lock):
                 return self._wait(
                     run_id,
                     step_id,
@@ -219,6 +187,8 @@ class Worker:
         try:
             outcome = await task
         except asyncio.CancelledError:
+            if heartbeat.done() and heartbeat.result() == "lost":
+                return False  # another worker holds the run now; it decides what happened
             return self._fail(run_id, step_id, "cancelled", cancelled=True)
         except StepFailed as exc:
             return self._fail(run_id, step_id, str(exc))
@@ -233,30 +203,43 @@ class Worker:
         finally:
             heartbeat.cancel()
             if lock is not None:
-                locks.release(self.services.engine, lock, owner=self.name)
+                with unit_of_work(self.services.engine) as session:
+                    claims.release_lease(session, lock, owner=self.name)
         if isinstance(outcome, Waiting):
             return self._wait(run_id, step_id, outcome, wake_in=None)
         return self._complete(run_id, step_id, outcome)
 
+    def _lease(self, name: str) -> bool:
+        """Take or renew a named lease (the environment's deploy lock)."""
+        with unit_of_work(self.services.engine) as session:
+            return claims.acquire_lease(
+                session, name, owner=self.name, ttl=self.lease, now=self.services.clock()
+            )
+
     async def _heartbeat(
         self, run_id: int, task: asyncio.Future[Succeeded | Waiting], lock: str | None
-    ) -> None:
+    ) -> str:
         """Renew the claim (and the environment lock) while the step runs; stop it if cancelled."""
         interval = self.lease.total_seconds() / 3
         while not task.done():
             await asyncio.sleep(interval)
             now = self.services.clock()
             with unit_of_work(self.services.engine) as session:
+                held = claims.renew_run_lease(
+                    session, run_id, worker=self.name, lease=self.lease, now=now
+                )
                 run = session.get(tables.Run, run_id)
-                if run is None:
-                    return
-                run.lease_expires_at = now + self.lease
-                cancelled = run.cancel_requested_at is not None
+                cancelled = run is None or run.cancel_requested_at is not None
+            if not held:
+                # Another worker took the run over (our lease ran out): stop doing its work.
+                task.cancel()
+                return "lost"
             if lock is not None:
-                locks.acquire(self.services.engine, lock, owner=self.name, ttl=self.lease, now=now)
+                self._lease(lock)
             if cancelled:
                 task.cancel()
-                return
+                return "cancelled"
+        return "done"
 
     def _complete(self, run_id: int, step_id: int, outcome: Succeeded) -> bool:
         now = self.services.clock()
@@ -337,6 +320,8 @@ class Worker:
             assert step is not None
             step.status = StepStatus.PENDING
             step.reason = f"attempt {attempts} failed, retrying: {reason}"
+            # Waiting until wake_at: claims honour the back-off only for waiting runs.
+            run.status = RunStatus.WAITING
             self.release(session, run, wake_at=now + RETRY_BACKOFF)
         return False
 

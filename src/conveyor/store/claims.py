@@ -99,6 +99,26 @@ def claim_next_run(
     return None
 
 
+def claim_run(
+    session: Session, run_id: int, *, worker: str, lease: timedelta, now: datetime
+) -> RunClaim | None:
+    """Claim one particular run if it is claimable now (e.g. `conveyor run --wait`)."""
+    row = session.execute(sa.select(Run.status).where(Run.id == run_id)).first()
+    if row is None:
+        return None
+    status = row[0]
+    expires = now + lease
+    values: dict[str, object] = {"claimed_by": worker, "lease_expires_at": expires}
+    if status == "queued":
+        values |= {"status": "running", "started_at": now}
+    updated = session.execute(
+        sa.update(Run).where(Run.id == run_id, _claimable_run(now)).values(**values)
+    )
+    if updated.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return RunClaim(run_id=run_id, previous_status=status, lease_expires_at=expires)
+
+
 def renew_run_lease(
     session: Session, run_id: int, *, worker: str, lease: timedelta, now: datetime
 ) -> bool:

@@ -1,0 +1,100 @@
+"""The worker: cancelling a running step, the environment deploy lock, logs, parameters."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from conveyor.core.errors import InvalidInput
+from conveyor.engine.worker import Worker
+from conveyor.service import queries, runs
+from conveyor.service.context import Services
+from conveyor.store import claims
+from conveyor.store.database import unit_of_work
+from conveyor.testing import InMemoryRegistry
+from tests.service.conftest import STORY
+
+COMMANDS = (
+    STORY
+    + """\
+  slow:
+    parameters: {GREETING: {default: hello}, WHO: {required: true}}
+    steps:
+      - {name: talk, type: command, run: 'echo "$GREETING $WHO"; echo to-stderr >&2; sleep 30'}
+"""
+)
+
+
+def _wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_cancel_stops_a_running_step(make_services: Callable[[str], Services]) -> None:
+    """Cancelling a run stops its running command; the run and step end cancelled."""
+    services = make_services(COMMANDS)
+    worker = Worker(services=services, name="w", lease=timedelta(seconds=0.6))
+    run_id = runs.start_run(
+        services, runs.RunRequest(pipeline="slow", parameters={"WHO": "world"}, user="ann")
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(worker.run_until_idle()))
+    thread.start()
+    _wait_for(lambda: bool(queries.read_logs(services, run_id, after=0)[0]), "output")
+    lines, _ = queries.read_logs(services, run_id, after=0)
+    assert [(line["stream"], line["line"]) for line in lines][:1] == [("stdout", "hello world")]
+    runs.cancel(services, run_id, user="ann")
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    view = queries.show_run(services, run_id)
+    assert view["status"] == "cancelled"
+    assert view["steps"][0]["status"] == "cancelled"
+
+
+def test_parameters_are_checked(make_services: Callable[[str], Services]) -> None:
+    """A missing required parameter or an undeclared one is refused, naming it; nothing is created."""
+    services = make_services(COMMANDS)
+    with pytest.raises(InvalidInput, match="requires parameter 'WHO'; pass --param WHO=VALUE"):
+        runs.start_run(services, runs.RunRequest(pipeline="slow", parameters={}, user="ann"))
+    with pytest.raises(InvalidInput, match="has no parameter 'NOPE'; declared: GREETING, WHO"):
+        runs.start_run(
+            services,
+            runs.RunRequest(pipeline="slow", parameters={"WHO": "x", "NOPE": "1"}, user="ann"),
+        )
+    assert queries.list_runs(services, pipeline=None, status=None, limit=5) == []
+
+
+def test_one_deploy_at_a_time_per_environment(
+    services: Services, worker: Worker, registry: InMemoryRegistry
+) -> None:
+    """A deploy waits while another process holds the environment's deploy lock."""
+    registry.push("team/myapp", "myapp-V1.0.0", b"v1")
+    with unit_of_work(services.engine) as session:
+        assert claims.acquire_lease(
+            session,
+            claims.environment_lock("pre-release"),
+            owner="other-process",
+            ttl=timedelta(hours=1),
+            now=services.clock(),
+        )
+    run_id = runs.start_run(services, runs.RunRequest(pipeline="prerelease-cd", user="ann"))
+    asyncio.run(worker.run_until_idle())
+    view = queries.show_run(services, run_id)
+    assert view["status"] == "waiting"
+    assert view["steps"][0]["reason"] == "another deploy to 'pre-release' is in progress"
+    assert ("team/myapp", "pre-release") not in registry.tags
+
+    with unit_of_work(services.engine) as session:
+        claims.release_lease(session, claims.environment_lock("pre-release"), owner="other-process")
+    services.clock.now += timedelta(seconds=5)  # type: ignore[attr-defined]
+    asyncio.run(worker.run_until_idle())
+    assert queries.show_run(services, run_id)["steps"][0]["status"] == "succeeded"
+    assert ("team/myapp", "pre-release") in registry.tags
