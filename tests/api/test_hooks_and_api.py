@@ -229,3 +229,101 @@ class TestApi:
         with unit_of_work(services.engine, read_only=True) as session:
             stored = session.scalars(sa.select(tables.ApiToken.token_hash)).all()
         assert token not in stored and len(stored[0]) == 64
+
+
+VENDORS = [
+    # (format, fixture, auth, extra headers, content type, events expected)
+    ("distribution", "distribution-push", "bearer", {}, "application/json", 1),
+    ("harbor", "harbor-push-artifact", "bearer", {}, "application/json", 1),
+    ("harbor", "harbor-scanning-completed", "bearer", {}, "application/json", 1),
+    (
+        "harbor-cloudevents",
+        "harbor-push-artifact-cloudevents",
+        "bearer",
+        {},
+        "application/cloudevents+json",
+        1,
+    ),
+    ("acr", "acr-push", "basic", {}, "application/json", 1),
+    ("azure", "azure-acr-push", "bearer", {}, "application/json", 1),
+    ("dockerhub", "dockerhub-push", "basic", {}, "application/json", 1),
+    (
+        "github",
+        "github-package-published",
+        "hmac-sha256",
+        {"X-GitHub-Event": "registry_package", "X-GitHub-Delivery": "d-1"},
+        "application/json",
+        1,
+    ),
+    ("quay", "quay-push", "basic", {}, "application/json", 1),
+    ("ecr", "ecr-image-action", "header", {}, "application/json", 1),
+    ("ecr", "ecr-image-scan", "header", {}, "application/json", 1),
+    ("gar", "gar-pubsub-insert", "bearer", {}, "application/json", 1),
+]
+
+
+def _vendor_services(tmp_path: Path, fmt: str, auth: str) -> Services:
+    header = "\n    header: X-Api-Key" if auth == "header" else ""
+    (tmp_path / "conveyor.yaml").write_text(
+        f"registries:\n  local: {{url: 'http://{HOST}', tls: {{insecure: true}}}}\n"
+        f"webhooks:\n  vendor:\n    format: {fmt}\n    auth: {auth}{header}\n"
+        "    secret_env: HOOK_SECRET\n"
+    )
+    definitions = loader.load(tmp_path / "conveyor.yaml")
+    return Services(
+        definitions=definitions,
+        engine=wiring.open_database(f"sqlite:///{tmp_path / 'state.db'}"),
+        registries=wiring.ConfiguredRegistries(definitions.registries, {}, lambda d, c: None),  # type: ignore[arg-type,return-value]
+        data_dir=tmp_path / "data",
+        clock=Clock(),
+        environ={"HOOK_SECRET": SECRET},
+    )
+
+
+def _credentials(auth: str, body: bytes, secret: str) -> dict[str, str]:
+    import base64
+    import hashlib
+    import hmac
+
+    if auth == "bearer":
+        return {"Authorization": f"Bearer {secret}"}
+    if auth == "basic":
+        return {"Authorization": "Basic " + base64.b64encode(f"hook:{secret}".encode()).decode()}
+    if auth == "header":
+        return {"X-Api-Key": secret}
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={digest}"}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "fixture", "auth", "headers", "content_type", "expected"),
+    [pytest.param(*v, id=v[1]) for v in VENDORS],
+)
+def test_every_vendor_through_the_endpoint(
+    tmp_path: Path,
+    fmt: str,
+    fixture: str,
+    auth: str,
+    headers: dict[str, str],
+    content_type: str,
+    expected: int,
+) -> None:
+    """Each sender's payload is stored with valid credentials and refused (401, no row) without."""
+    services = _vendor_services(tmp_path, fmt, auth)
+    body = (Path(__file__).parents[1] / "fixtures" / "webhooks" / f"{fixture}.json").read_bytes()
+    with TestClient(build_app(services), base_url="http://127.0.0.1") as test_client:
+        for secret in ("wrong-secret", None):
+            refused_headers = {"Content-Type": content_type, **headers}
+            if secret is not None:
+                refused_headers |= _credentials(auth, body, secret)
+            refused = test_client.post("/hooks/vendor", content=body, headers=refused_headers)
+            assert refused.status_code == 401, refused.text
+            assert _counts(services) == (0, 0)
+        good = {"Content-Type": content_type, **headers, **_credentials(auth, body, SECRET)}
+        accepted = test_client.post("/hooks/vendor", content=body, headers=good)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["accepted"] == expected
+        stored = events.list_events(services, limit=5)
+        assert [e["sender"] for e in stored] == [fmt] * expected
+        assert all(e["repository"] for e in stored)
+    services.engine.dispose()
