@@ -98,3 +98,55 @@ def test_one_deploy_at_a_time_per_environment(
     asyncio.run(worker.run_until_idle())
     assert queries.show_run(services, run_id)["steps"][0]["status"] == "succeeded"
     assert ("team/myapp", "pre-release") in registry.tags
+
+
+CHAINED = (
+    STORY
+    + """\
+  smoke:
+    environment: test
+    source: {pipeline: prerelease-cd}
+    triggers:
+      - pipeline: {name: prerelease-cd, status: succeeded}
+    steps:
+      - {type: deploy, deployer: registry-tag, with: {tag: smoke}}
+  notify-failure:
+    triggers:
+      - pipeline: {name: prerelease-cd, status: failed}
+    steps:
+      - {type: command, run: "echo pre-release failed"}
+"""
+)
+
+
+def test_pipeline_triggers_fire_once_on_the_matching_status(
+    make_services: Callable[[str], Services], registry: InMemoryRegistry
+) -> None:
+    """A succeeded run starts its `succeeded` followers with its own image; a failed one the others."""
+    services = make_services(CHAINED)
+    worker = Worker(services=services, name="w")
+    pushed = registry.push("team/myapp", "myapp-V1.0.0", b"v1")
+    good = runs.start_run(services, runs.RunRequest(pipeline="prerelease-cd", user="ann"))
+    asyncio.run(worker.run_until_idle())
+    from conveyor.core import gates
+
+    runs.decide(services, good, approver=gates.Approver(user="qa"), approved=True, comment="")
+    asyncio.run(worker.run_until_idle())
+    asyncio.run(worker.run_until_idle())
+    [smoke] = queries.list_runs(services, pipeline="smoke", status=None, limit=5)
+    assert (smoke["status"], smoke["upstream_run"], smoke["trigger"]) == (
+        "succeeded",
+        good,
+        "pipeline",
+    )
+    assert registry.tags[("team/myapp", "smoke")] == pushed.digest
+    assert queries.list_runs(services, pipeline="notify-failure", status=None, limit=5) == []
+
+    bad = runs.start_run(services, runs.RunRequest(pipeline="prerelease-cd", user="ann"))
+    asyncio.run(worker.run_until_idle())
+    runs.decide(services, bad, approver=gates.Approver(user="qa"), approved=False, comment="no")
+    asyncio.run(worker.run_until_idle())
+    asyncio.run(worker.run_until_idle())
+    [notified] = queries.list_runs(services, pipeline="notify-failure", status=None, limit=5)
+    assert notified["status"] == "succeeded"
+    assert len(queries.list_runs(services, pipeline="smoke", status=None, limit=5)) == 1

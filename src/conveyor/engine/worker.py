@@ -31,7 +31,7 @@ from conveyor.core.images import PinnedImage
 from conveyor.core.runs import RunStatus, StepStatus, Succeeded, Waiting, recover_step
 from conveyor.engine.context import GateFacts, StepContext
 from conveyor.engine.steps.table import RUNNERS, StepRunner
-from conveyor.service import environments, runs
+from conveyor.service import environments, runs, triggers
 from conveyor.service.context import Services
 from conveyor.store import claims, tables
 from conveyor.store.database import unit_of_work
@@ -102,10 +102,19 @@ class Worker:
         while True:
             step_id = self._begin_next_step(run_id)
             if step_id is None:
-                return
+                break
             keep_going = await self._execute(run_id, step_id)
             if not keep_going:
-                return
+                break
+        await self._after(run_id)
+
+    async def _after(self, run_id: int) -> None:
+        """Once a run has ended, fire the `pipeline:` triggers that wait for it."""
+        with unit_of_work(self.services.engine, read_only=True) as session:
+            ended = RunStatus(runs.load_run(session, run_id).status).is_terminal
+        if ended:
+            # In a thread: starting a run may resolve tags in the registry with its own loop.
+            await asyncio.to_thread(triggers.after_run, self.services, run_id)
 
     # --- one step ----------------------------------------------------------------------------
 
