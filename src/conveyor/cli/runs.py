@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -218,7 +219,11 @@ def clear_bad(digest: str, config_path: Path | None, database_url: str | None) -
 def worker(
     until_idle: bool, poll: float, lease: float, config_path: Path | None, database_url: str | None
 ) -> None:
-    """Run queued work; picks up after a crash (several workers may run at once)."""
+    """Run queued work, process webhook events, poll sources and fire schedules.
+
+    Picks up after a crash; several workers may run at once (pollers and
+    schedules run in exactly one of them).
+    """
     from datetime import timedelta
 
     services, _ = _services(config_path, database_url)
@@ -228,9 +233,13 @@ def worker(
         count = asyncio.run(engine_worker.run_until_idle())
         click.echo(f"processed {count} run(s); nothing else needs attention now", err=True)
         return
+    from conveyor.cli.server import background
+
+    stop = threading.Event()
     try:
-        asyncio.run(engine_worker.run_forever(poll=poll))
+        background(services, engine_worker, stop, poll)
     except KeyboardInterrupt:
+        stop.set()
         click.echo("worker stopped", err=True)
 
 

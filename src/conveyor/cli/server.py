@@ -12,22 +12,31 @@ from typing import Any
 import click
 
 from conveyor.cli.runs import _emit, _services, json_option, state_options
+from conveyor.engine.scheduler import Scheduler
 from conveyor.engine.worker import Worker, worker_name
 from conveyor.service import events, tokens
 from conveyor.service.context import Services
 
 
-def _background(services: Services, worker: Worker, stop: threading.Event, poll: float) -> None:
-    """Process the inbox and drive runs until ``stop``; errors are reported, never fatal."""
-    while not stop.is_set():
-        busy = 0
-        try:
-            busy += events.process_pending(services, owner=worker.name)
-            busy += asyncio.run(worker.run_until_idle())
-        except Exception as exc:
-            click.echo(f"background error: {type(exc).__name__}: {exc}", err=True)
-        if not busy:
-            stop.wait(poll)
+def background(services: Services, worker: Worker, stop: threading.Event, poll: float) -> None:
+    """Poll, fire schedules, process the inbox and drive runs until ``stop``.
+
+    Errors are reported and the loop goes on: one bad registry must not stop the server.
+    """
+    scheduler = Scheduler(services=services, owner=worker.name)
+    try:
+        while not stop.is_set():
+            busy = 0
+            try:
+                busy += len(scheduler.tick())
+                busy += events.process_pending(services, owner=worker.name)
+                busy += asyncio.run(worker.run_until_idle())
+            except Exception as exc:  # the server keeps serving; the error is shown
+                click.echo(f"background error: {type(exc).__name__}: {exc}", err=True)
+            if not busy:
+                stop.wait(poll)
+    finally:
+        scheduler.release()
 
 
 @click.command()
@@ -74,7 +83,7 @@ def serve(
     worker = Worker(services=services, name=worker_name(), lease=timedelta(seconds=lease))
     stop = threading.Event()
     thread = threading.Thread(
-        target=_background,
+        target=background,
         args=(services, worker, stop, poll),
         name="conveyor-worker",
         daemon=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
 from conveyor.config.fields import Duration, EnvName, Regex, Template
@@ -195,10 +196,7 @@ class PollTrigger(Strict):
 
 
 def _check_cron(value: str) -> str:
-    fields = value.split()
-    if len(fields) != 5 or not all(
-        all(c.isdigit() or c in "*/,-" for c in field) for field in fields
-    ):
+    if len(value.split()) != 5 or not croniter.is_valid(value):
         raise ValueError(
             f"'{value}' is not a cron expression; write five fields "
             "'minute hour day-of-month month day-of-week', e.g. '0 3 * * 1-5'"
