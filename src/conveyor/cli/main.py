@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from conveyor import __version__
+from conveyor import __version__, logs
 from conveyor.core.errors import ConveyorError
 
 
@@ -58,6 +58,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Promote container images through environments, by digest."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    logs.configure(debug=debug)
 
 
 def _register() -> None:
