@@ -18,7 +18,7 @@ MAX_VALUE = 500
 
 
 def redact(
-    _logger: Any,
+    _logger: object,
     _method: str,
     event: MutableMapping[str, Any],
 ) -> MutableMapping[str, Any]:
