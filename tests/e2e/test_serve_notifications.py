@@ -77,11 +77,22 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "CONVEYOR_DATA_DIR": str(tmp_path / "work"),
         "HOOK_SECRET": SECRET,
     }
+    server_log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "serve", "--port", str(port), "--poll", "0.2"],
+        [
+            sys.executable,
+            "-m",
+            "conveyor.cli",
+            "--debug",
+            "serve",
+            "--port",
+            str(port),
+            "--poll",
+            "0.2",
+        ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=server_log,
+        stderr=server_log,
     )
     registry_process = subprocess.Popen(
         ["docker-registry", "serve", str(tmp_path / "registry.yml")],
@@ -109,6 +120,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         server.terminate()
         registry_process.wait(timeout=10)
         server.wait(timeout=30)
+        server_log.close()
 
 
 def _listening(port: int) -> bool:
@@ -157,3 +169,8 @@ def test_registry_push_triggers_prerelease_only_for_matching_tags(stack: dict[st
     assert {e["kind"] for e in events} == {"push"}
     assert {e["tag"] for e in events} == {"myapp-V1.2.0", "other-1.0", "pre-release"}
     assert len(cli("runs", "list", "--json")) == 1
+
+    # The webhook secret never shows: not in the server's output, not in any CLI output.
+    shown = json.dumps([cli("events", "list", "--json"), cli("runs", "list", "--json")])
+    assert SECRET not in shown
+    assert SECRET not in (stack["workdir"] / "serve.log").read_text()
