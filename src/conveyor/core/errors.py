@@ -6,7 +6,8 @@ ConveyorError
 │   ├── InvalidDefinition     config files: one or more located problems
 │   ├── InvalidImageRef       an image reference that does not parse
 │   ├── InvalidDigest         a digest that is not algorithm:hex
-│   └── InvalidVersionPolicy  a filter or policy that cannot be used
+│   ├── InvalidVersionPolicy  a filter or policy that cannot be used
+│   └── TagRefused            a requested tag that the source's filter drops
 ├── NotFound                  (kind, name)
 ├── Conflict                  stale version, run already started, ...
 ├── PromotionRefused          carries the Decision's reasons
@@ -101,6 +102,10 @@ class InvalidDigest(InvalidInput):
 
 class InvalidVersionPolicy(InvalidInput):
     """The version filter or policy cannot be used."""
+
+
+class TagRefused(InvalidInput):
+    """The requested tag is refused by the source's version filter."""
 
 
 class NotFound(ConveyorError):

@@ -21,10 +21,12 @@ full ``X.Y.Z[-pre][+build]`` with an optional leading ``v`` and no leading
 zeros, which is what Flux's ``version.ParseVersion`` accepts.
 
 A parsed version is represented by its *sort key*, a plain tuple, so ordering
-is Python's own tuple comparison (fast) and needs no objects per tag:
-``(major, minor, patch, stable, prerelease identifiers)`` where ``stable`` is 1
-for a release and 0 for a prerelease, and each prerelease identifier is
-``(0, number)`` or ``(1, text)`` (numbers sort before text, as the spec says).
+is Python's own tuple comparison (fast) and needs no object per tag. Numbers
+are kept as ``(length, digits)`` pairs, which order like the numbers they spell
+(no leading zeros) without paying for ``int()`` on every tag:
+``(len(major), major, len(minor), minor, len(patch), patch, stable, prerelease)``
+where ``stable`` is 1 for a release and 0 for a prerelease, and each prerelease
+identifier is ``(0, number)`` or ``(1, text)`` (numbers sort before text).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from conveyor.core.errors import InvalidVersionPolicy
 
 # One regex for candidate versions (SemVer 2.0.0 §2, §9, §10, plus a leading v).
-_NUM = r"0|[1-9][0-9]*"
+_NUM = r"0|[1-9][0-9]{0,19}"  # Masterminds reads parts as uint64: at most 20 digits
 _PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
 _BUILD_ID = r"[0-9A-Za-z-]+"
 VERSION_RE = re.compile(
@@ -49,12 +51,21 @@ VERSION_RE = re.compile(
 MAX_RANGE_LENGTH = 512
 MAX_OR_GROUPS = 32
 
-VersionKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+PrereleaseKey = tuple[tuple[int, int | str], ...]
+VersionKey = tuple[int, str, int, str, int, str, int, PrereleaseKey]
+# Masterminds parses each part as a uint64: at most 20 digits.
+MAX_DIGITS = 20
+# One line per key; a line that is not a version matches the empty alternative.
+VERSION_LINES_RE = re.compile(
+    rf"(?m)^(?:v?({_NUM})\.({_NUM})\.({_NUM})"
+    rf"(?:-({_PRE_ID}(?:\.{_PRE_ID})*))?"
+    rf"(?:\+(?:{_BUILD_ID}(?:\.{_BUILD_ID})*))?$|.*$)"
+)
 
 EXAMPLE = "write e.g. '>=1.4.0 <2.0.0', '^1.4', '~1.4.2', '1.2.x' or '1.2 - 1.4.5'"
 
 
-def prerelease_key(prerelease: str) -> tuple[tuple[int, int | str], ...]:
+def prerelease_key(prerelease: str) -> PrereleaseKey:
     """Order prerelease identifiers as SemVer §11 does: numbers first, numerically."""
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in prerelease.split("."))
 
@@ -65,14 +76,38 @@ def parse_version(text: str) -> VersionKey | None:
     if match is None:
         return None
     major, minor, patch, pre, _build = match.groups()
-    if pre is None:
-        return (int(major), int(minor), int(patch), 1, ())
-    return (int(major), int(minor), int(patch), 0, prerelease_key(pre))
+    return to_key(major, minor, patch, pre)
+
+
+def to_key(major: str, minor: str, patch: str, pre: str | None) -> VersionKey | None:
+    """The sort key of a version from its parts (digits without leading zeros)."""
+    if len(major) > MAX_DIGITS or len(minor) > MAX_DIGITS or len(patch) > MAX_DIGITS:
+        return None
+    if pre:
+        return (len(major), major, len(minor), minor, len(patch), patch, 0, prerelease_key(pre))
+    return (len(major), major, len(minor), minor, len(patch), patch, 1, ())
 
 
 def is_prerelease(key: VersionKey) -> bool:
     """Whether a parsed version is a prerelease."""
-    return key[3] == 0
+    return key[6] == 0
+
+
+def parse_versions(keys: list[str | None]) -> list[VersionKey | None]:
+    """Parse many candidate versions at once (one regex pass); None where not a version."""
+    if any(key is not None and "\n" in key for key in keys):
+        return [parse_version(key) if key is not None else None for key in keys]
+    lines = VERSION_LINES_RE.findall("\n".join([key or "" for key in keys]))
+    if len(lines) != len(keys):  # pragma: no cover - guards the one-pass trick
+        return [parse_version(key) if key is not None else None for key in keys]
+    return [
+        None
+        if not a
+        else (len(a), a, len(b), b, len(c), c, 1, ())
+        if not pre
+        else (len(a), a, len(b), b, len(c), c, 0, prerelease_key(pre))
+        for a, b, c, pre in lines
+    ]
 
 
 # --- constraints --------------------------------------------------------------
@@ -86,7 +121,9 @@ _CV_PLAIN = rf"v?{_SEG}(?:\.{_SEG})?(?:\.{_SEG})?(?:-{_IDENTS})?(?:\+{_IDENTS})?
 _OPS = r"!=|>=|=>|<=|=<|~>|>|<|=|~|\^"
 _ATOM_RE = re.compile(rf"[ \t\n\f\r]*({_OPS})?[ \t\n\f\r]*{_CV}")
 _SEPARATOR_RE = re.compile(r"[ \t\n\f\r]*,[ \t\n\f\r]*|[ \t\n\f\r]+")
-_HYPHEN_RE = re.compile(rf"[ \t\n\f\r]*({_CV_PLAIN})[ \t\n\f\r]+-[ \t\n\f\r]+({_CV_PLAIN})[ \t\n\f\r]*")
+_HYPHEN_RE = re.compile(
+    rf"[ \t\n\f\r]*({_CV_PLAIN})[ \t\n\f\r]+-[ \t\n\f\r]+({_CV_PLAIN})[ \t\n\f\r]*"
+)
 _X = frozenset({"x", "X", "*"})
 
 
@@ -106,6 +143,14 @@ class Comparison:
         return _PREDICATES[self.operator](v, self)
 
 
+def _major(v: VersionKey) -> tuple[int, str]:
+    return (v[0], v[1])
+
+
+def _minor(v: VersionKey) -> tuple[int, str]:
+    return (v[2], v[3])
+
+
 def _lt(v: VersionKey, c: Comparison) -> bool:
     return v < c.key
 
@@ -117,31 +162,31 @@ def _gte(v: VersionKey, c: Comparison) -> bool:
 def _gt(v: VersionKey, c: Comparison) -> bool:
     if not c.dirty:
         return v > c.key
-    if v[0] != c.key[0]:
-        return v[0] > c.key[0]
+    if v[1] != c.key[1]:
+        return _major(v) > _major(c.key)
     if c.minor_dirty:  # >11 wants 12 or more
         return False
     if c.patch_dirty:  # >11.1 wants 11.2 or more
-        return v[1] > c.key[1]
+        return _minor(v) > _minor(c.key)
     return v > c.key
 
 
 def _lte(v: VersionKey, c: Comparison) -> bool:
     if not c.dirty:
         return v <= c.key
-    if v[0] > c.key[0]:
+    if _major(v) > _major(c.key):
         return False
-    return not (v[0] == c.key[0] and v[1] > c.key[1] and not c.minor_dirty)
+    return not (v[1] == c.key[1] and _minor(v) > _minor(c.key) and not c.minor_dirty)
 
 
 def _tilde(v: VersionKey, c: Comparison) -> bool:
     if v < c.key:
         return False
-    if c.key[:3] == (0, 0, 0) and not c.minor_dirty and not c.patch_dirty:
+    if c.key[:6] == _ZERO and not c.minor_dirty and not c.patch_dirty:
         return True  # ~* and ~0.0.0 accept everything at or above
-    if v[0] != c.key[0]:
+    if v[1] != c.key[1]:
         return False
-    return v[1] == c.key[1] or c.minor_dirty
+    return v[3] == c.key[3] or c.minor_dirty
 
 
 def _equal(v: VersionKey, c: Comparison) -> bool:
@@ -152,32 +197,33 @@ def _equal(v: VersionKey, c: Comparison) -> bool:
 
 def _not_equal(v: VersionKey, c: Comparison) -> bool:
     if c.dirty:
-        if v[0] != c.key[0]:
+        if v[1] != c.key[1]:
             return True
         if c.minor_dirty:
             return False
-        if v[1] != c.key[1]:
+        if v[3] != c.key[3]:
             return True
         if c.patch_dirty:
-            # Masterminds compares prereleases here: different prerelease, different version.
-            return v[3:] != c.key[3:] if (v[3] == 0 or c.key[3] == 0) else False
+            # Masterminds compares prereleases here: a different prerelease is a different version.
+            return v[6:] != c.key[6:] if (v[6] == 0 or c.key[6] == 0) else False
     return v != c.key
 
 
 def _caret(v: VersionKey, c: Comparison) -> bool:
     if v < c.key:
         return False
-    if c.key[0] > 0 or c.minor_dirty:  # ^1.2.3 := >=1.2.3 <2.0.0
-        return v[0] == c.key[0]
-    if v[0] > 0:
-        return False
-    if c.key[1] > 0 or c.patch_dirty:  # ^0.2.3 := >=0.2.3 <0.3.0
+    if c.key[1] != "0" or c.minor_dirty:  # ^1.2.3 := >=1.2.3 <2.0.0
         return v[1] == c.key[1]
-    if v[1] > 0:
+    if v[1] != "0":
         return False
-    return v[2] == c.key[2]  # ^0.0.3 := =0.0.3
+    if c.key[3] != "0" or c.patch_dirty:  # ^0.2.3 := >=0.2.3 <0.3.0
+        return v[3] == c.key[3]
+    if v[3] != "0":
+        return False
+    return v[5] == c.key[5]  # ^0.0.3 := =0.0.3
 
 
+_ZERO = (1, "0", 1, "0", 1, "0")
 _PREDICATES: dict[str, Callable[[VersionKey, Comparison], bool]] = {
     "": _equal,
     "=": _equal,
@@ -203,9 +249,29 @@ class Group:
 
     def admits(self, v: VersionKey) -> bool:
         """Whether version ``v`` satisfies every comparison of the group."""
-        if v[3] == 0 and not self.admits_prereleases:
+        if v[6] == 0 and not self.admits_prereleases:
             return False
         return all(c.admits(v) for c in self.comparisons)
+
+    def compile(self) -> Callable[[VersionKey], bool]:
+        """The same test as ``admits`` as one closure, for the 100,000-tag loop."""
+        checks = tuple((_PREDICATES[c.operator], c) for c in self.comparisons)
+        stable_only = not self.admits_prereleases
+        if len(checks) == 1:
+            ((first, c1),) = checks
+
+            def one(v: VersionKey) -> bool:
+                return not (stable_only and v[6] == 0) and first(v, c1)
+
+            return one
+        if len(checks) == 2:
+            (first, c1), (second, c2) = checks
+
+            def two(v: VersionKey) -> bool:
+                return not (stable_only and v[6] == 0) and first(v, c1) and second(v, c2)
+
+            return two
+        return self.admits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +290,12 @@ class Range:
         """Whether version ``v`` satisfies the range."""
         return any(group.admits(v) for group in self.groups)
 
+    def compile(self) -> Callable[[VersionKey], bool]:
+        """The same test as ``admits`` as one closure, for the 100,000-tag loop."""
+        if len(self.groups) == 1:
+            return self.groups[0].compile()
+        return self.admits
+
     @property
     def admits_prereleases(self) -> bool:
         """Whether any prerelease can satisfy the range at all."""
@@ -237,10 +309,10 @@ def _invalid(text: str, detail: str) -> InvalidVersionPolicy:
     return InvalidVersionPolicy(f"'{text}' is not a valid semver range ({detail}); {EXAMPLE}")
 
 
-def _number(part: str, text: str) -> int:
+def _number(part: str, text: str) -> str:
     if not part.isdigit():
         raise _invalid(text, f"'{part}' is not a number, x, X or *")
-    return int(part)
+    return str(int(part))  # Masterminds reads '01' as 1
 
 
 def _comparison(match: re.Match[str], text: str) -> Comparison:
@@ -251,15 +323,17 @@ def _comparison(match: re.Match[str], text: str) -> Comparison:
     patch = patch[1:] if patch else None
     dirty = minor_dirty = patch_dirty = False
     if major in _X:
-        numbers, dirty = (0, 0, 0), True
+        numbers, dirty = ("0", "0", "0"), True
     elif minor is None or minor in _X:
-        numbers, dirty, minor_dirty = (_number(major, text), 0, 0), True, True
+        numbers, dirty, minor_dirty = (_number(major, text), "0", "0"), True, True
     elif patch is None or patch in _X:
-        numbers = (_number(major, text), _number(minor, text), 0)
+        numbers = (_number(major, text), _number(minor, text), "0")
         dirty = patch_dirty = True
     else:
         numbers = (_number(major, text), _number(minor, text), _number(patch, text))
-    key: VersionKey = (*numbers, 0, prerelease_key(pre)) if pre else (*numbers, 1, ())
+    key = to_key(*numbers, pre or None)
+    if key is None:
+        raise _invalid(text, f"a number longer than {MAX_DIGITS} digits")
     version_text = match.group(0).strip()[len(operator) :].strip()
     return Comparison(
         operator=operator,
@@ -296,7 +370,7 @@ def _parse_group(group: str, text: str) -> Group:
             raise _invalid(text, "it ends with a separator and no comparison after it")
     return Group(
         comparisons=tuple(comparisons),
-        admits_prereleases=any(c.key[3] == 0 for c in comparisons),
+        admits_prereleases=any(c.key[6] == 0 for c in comparisons),
     )
 
 
@@ -315,7 +389,7 @@ def parse_range(text: str) -> Range:
 
 def format_key(key: VersionKey) -> str:
     """Render a version key as ``X.Y.Z[-pre]`` for explanations."""
-    base = f"{key[0]}.{key[1]}.{key[2]}"
-    if key[3]:
+    base = f"{key[1]}.{key[3]}.{key[5]}"
+    if key[6]:
         return base
-    return base + "-" + ".".join(str(part[1]) for part in key[4])
+    return base + "-" + ".".join(str(part[1]) for part in key[7])
