@@ -41,6 +41,16 @@ SIGNATURE_REASON = (
 DEFAULT_MAX_CANDIDATES = 100  # one image config read per candidate; keep registries happy
 
 
+def check_pattern(text: str, *, field: str) -> None:
+    """Raise InvalidVersionPolicy if ``text`` is not an RE2 pattern (lookarounds, ...)."""
+    _tagmatch.compile_pattern(text, field=field)
+
+
+def check_glob(text: str, *, field: str) -> None:
+    """Raise InvalidVersionPolicy if ``text`` is not a usable glob."""
+    _tagmatch.compile_globs([text], field=field)
+
+
 def _is_signature(tag: str) -> bool:
     return tag.endswith(SIGNATURE_SUFFIXES) or tag.startswith(SIGNATURE_PREFIX)
 
