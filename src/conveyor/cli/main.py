@@ -61,7 +61,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    commands: list[click.Command] = []
+    from conveyor.cli import select
+
+    commands: list[click.Command] = [select.select_command]
     for command in commands:
         cli.add_command(command)
 
