@@ -41,8 +41,10 @@ def _core(check: Callable[[], T], *, field: str = "") -> T:
         return check()
     except InvalidInput as exc:
         message = str(exc)
-        if field and message.startswith(field + " "):
-            message = message[len(field) + 1 :]
+        for prefix in (f"{field}: ", f"{field} "):
+            if field and message.startswith(prefix):
+                message = message[len(prefix) :]
+                break
         raise PydanticCustomError("conveyor", "{message}", {"message": message}) from None
 
 
