@@ -15,8 +15,8 @@ SHARED = [
     r"rc\d*",
     r"(?i)^RELEASE-(\w+)",
     r"^(a|ab)(c|bcd)(d*)$",
-    r"(a*)*b",
-    r"(a|)+",
+    r"(?:x(a?))+",
+    r"((a)|b)+",
     r"\bv\d",
     r"^(?:x|y)+?z?$",
     r"[^.]+\.[^.]+$",
@@ -46,6 +46,8 @@ def test_shared_patterns_get_the_fast_path(pattern: str) -> None:
         pytest.param(r"\x41", id="hex-escape"),
         pytest.param(r"v\z", id="end-of-text"),
         pytest.param(r"é+", id="non-ascii"),
+        pytest.param(r"(a|)+", id="repeated-empty-capture"),
+        pytest.param(r"(a*)*b", id="nested-empty-repeat"),
     ],
 )
 def test_other_syntax_stays_on_re2(pattern: str) -> None:

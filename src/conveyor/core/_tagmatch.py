@@ -16,12 +16,13 @@ RE2 itself. tests/unit/test_tagmatch.py cross-checks both engines.
 from __future__ import annotations
 
 import bisect
+import importlib
 import itertools
 import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import re2
 
@@ -164,7 +165,46 @@ def _python_equivalent(
             return None
     if compiled.groups != groups or dict(compiled.groupindex) != names:
         return None
+    if _repeats_empty_capture(pattern):
+        return None
     return compiled
+
+
+def _repeats_empty_capture(pattern: str) -> bool:
+    """Whether a group that can match empty is captured inside a repeat such as ``(a|)+``.
+
+    That is the one place where Python's ``re`` and RE2 report different groups
+    (Python keeps the last, empty, iteration; RE2 the last non-empty one). The
+    check reads ``re``'s own parse tree; if that ever fails, RE2 is used.
+    """
+    try:
+        # The stdlib's own parser of the pattern we just compiled (private, hence importlib).
+        _constants = importlib.import_module("re._constants")
+        _parser = importlib.import_module("re._parser")
+
+        def walk(items: Any, inside_repeat: bool) -> bool:  # noqa: ANN401 - re's parse tree
+            for op, av in items:
+                if op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT):
+                    _low, high, body = av
+                    repeats = high > 1
+                    if repeats and body.getwidth()[0] == 0 and _captures(body):
+                        return True
+                    if walk(body.data, inside_repeat or repeats):
+                        return True
+                elif op is _constants.SUBPATTERN:
+                    if walk(av[3].data, inside_repeat):
+                        return True
+                elif op is _constants.BRANCH:
+                    if any(walk(branch.data, inside_repeat) for branch in av[1]):
+                        return True
+            return False
+
+        def _captures(body: Any) -> bool:  # noqa: ANN401 - re's parse tree
+            return "SUBPATTERN" in repr(body.data)
+
+        return walk(_parser.parse(pattern, re.ASCII).data, False)
+    except Exception:  # pragma: no cover - any doubt keeps RE2
+        return True
 
 
 # --- globs ------------------------------------------------------------------
