@@ -91,5 +91,20 @@ def test_plain(tags: list[str], plain: bool) -> None:
 def test_signature_lines() -> None:
     """Signature tags are found by scanning the joined text, at the right indexes."""
     tags = ["v1", "v1.sig", "sha256-abc", "x.sbom", "v2", "v2.att", "a.sigx", "xsha256-1"]
-    found = _tagmatch.signature_lines(tags, "\n".join(tags), (".sig", ".att", ".sbom"), "sha256-")
-    assert found == [1, 2, 3, 5]
+    found = _tagmatch.lines_with_affixes(
+        tags, "\n".join(tags), suffixes=(".sig", ".att", ".sbom"), prefixes=("sha256-", "v2")
+    )
+    assert found == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize(
+    ("globs", "expected"),
+    [
+        pytest.param(["*-debug"], (["-debug"], [], []), id="suffix"),
+        pytest.param(["tmp-*"], ([], ["tmp-"], []), id="prefix"),
+        pytest.param(["*-rc?", "*", "x"], ([], [], ["*-rc?", "*", "x"]), id="complex"),
+    ],
+)
+def test_simple_affixes(globs: list[str], expected: tuple[list[str], ...]) -> None:
+    """Plain prefix and suffix globs are recognised; everything else stays a glob."""
+    assert _tagmatch.simple_affixes(globs) == expected

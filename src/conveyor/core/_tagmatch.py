@@ -15,9 +15,7 @@ RE2 itself. tests/unit/test_tagmatch.py cross-checks both engines.
 
 from __future__ import annotations
 
-import bisect
 import importlib
-import itertools
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -69,10 +67,10 @@ def is_plain(tags: Sequence[str], text: str) -> bool:
     return _UNSAFE_TEXT.search(text) is None and text.count("\n") == max(len(tags) - 1, 0)
 
 
-def signature_lines(
-    tags: Sequence[str], text: str, suffixes: Sequence[str], prefix: str
-) -> list[int]:
-    """Indexes of the tags that end with one of the suffixes or start with the prefix.
+def lines_with_affixes(
+    tags: Sequence[str], text: str, *, suffixes: Sequence[str], prefixes: Sequence[str]
+) -> set[int]:
+    """Indexes of the tags that end with one of the suffixes or start with one of the prefixes.
 
     ``text`` is the tags joined by newlines (and no tag holds a newline); a few
     C-speed ``str.find`` scans replace a Python loop over every tag.
@@ -84,16 +82,33 @@ def signature_lines(
         while position >= 0:
             ends.append(position + len(needle) - 1)
             position = padded.find(needle, position + 1)
-    needle = "\n" + prefix
-    position = padded.find(needle)
-    while position >= 0:
-        ends.append(padded.find("\n", position + 1))
-        position = padded.find(needle, position + 1)
-    if not ends:
-        return []
-    # newline_after[i]: offset in padded of the newline that ends tag i.
-    newline_after = list(itertools.accumulate(len(tag) + 1 for tag in tags))
-    return sorted({bisect.bisect_left(newline_after, end) for end in ends})
+    for needle in [f"\n{prefix}" for prefix in prefixes]:
+        position = padded.find(needle)
+        while position >= 0:
+            ends.append(padded.find("\n", position + 1))
+            position = padded.find(needle, position + 1)
+    # Each end is the newline after a tag; count newlines before it to get the index.
+    found: set[int] = set()
+    line, last = -1, 0
+    for end in sorted(set(ends)):
+        line += padded.count("\n", last, end + 1)
+        last = end + 1
+        found.add(line - 1)
+    return {index for index in found if 0 <= index < len(tags)}
+
+
+def simple_affixes(globs: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split globs into plain suffixes (``*-debug``), plain prefixes (``tmp-*``) and the rest."""
+    suffixes: list[str] = []
+    prefixes: list[str] = []
+    rest: list[str] = []
+    for glob in globs:
+        body = glob[1:] if glob.startswith("*") else glob[:-1] if glob.endswith("*") else None
+        if body and not any(char in body for char in "*?[\n"):
+            (suffixes if glob.startswith("*") else prefixes).append(body)
+        else:
+            rest.append(glob)
+    return suffixes, prefixes, rest
 
 
 def _re2_options() -> re2.Options:

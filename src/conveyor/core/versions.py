@@ -22,7 +22,7 @@ turned into rows when asked for (``Selection.rows()``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -130,14 +130,24 @@ class TagFilter:
         text = "\n".join(tags)
         plain = _tagmatch.is_plain(tags, text)
         keys = self._included_keys(tags, plain=plain)
+        suffixes, prefixes, complex_globs = _tagmatch.simple_affixes(self.exclude)
         if self.exclude_signatures:
-            if plain:
-                hits = _tagmatch.signature_lines(tags, text, SIGNATURE_SUFFIXES, SIGNATURE_PREFIX)
-            else:
-                hits = [i for i, tag in enumerate(tags) if _is_signature(tag)]
-            for i in hits:
-                keys[i] = None
-        exclude = self._exclude.fullmatch if self._exclude is not None else None
+            suffixes += SIGNATURE_SUFFIXES
+            prefixes.append(SIGNATURE_PREFIX)
+        if plain:
+            hits: Iterable[int] = _tagmatch.lines_with_affixes(
+                tags, text, suffixes=suffixes, prefixes=prefixes
+            )
+        else:
+            ends, starts = tuple(suffixes), tuple(prefixes)
+            hits = [i for i, tag in enumerate(tags) if tag.endswith(ends) or tag.startswith(starts)]
+        for i in hits:
+            keys[i] = None
+        exclude = (
+            _tagmatch.compile_globs(complex_globs, field="filter.exclude")
+            if complex_globs
+            else None
+        )
         exclude_search = (
             self._exclude_pattern.searcher(plain=plain) if self._exclude_pattern else None
         )
@@ -145,7 +155,7 @@ class TagFilter:
             for i, key in enumerate(keys):
                 if key is None:
                     continue
-                if (exclude is not None and exclude(tags[i]) is not None) or (
+                if (exclude is not None and exclude.fullmatch(tags[i]) is not None) or (
                     exclude_search is not None and exclude_search(tags[i]) is not None
                 ):
                     keys[i] = None
