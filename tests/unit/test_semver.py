@@ -179,6 +179,7 @@ class TestVersions:
             pytest.param("1.2.3", True, id="plain"),
             pytest.param("v1.2.3", True, id="leading-v"),
             pytest.param("1.2.3-rc.1+build.7", True, id="pre-and-build"),
+            pytest.param("1.0.0-rc.0a", True, id="alphanumeric-identifier-starting-with-digit"),
             pytest.param("1.2", False, id="partial"),
             pytest.param("1.2.3.4", False, id="four-parts"),
             pytest.param("01.2.3", False, id="leading-zero"),
@@ -215,7 +216,7 @@ class TestVersions:
 
     def test_parse_many_matches_parse_one(self) -> None:
         """The one-pass parser agrees with the single parser, line for line."""
-        keys = ["1.2.3", None, "v2.0.0-rc.1", "nope", "", "3.0.0+x", "1.2"]
+        keys = ["1.2.3", None, "v2.0.0-rc.1", "nope", "", "3.0.0+x", "1.2", "1.0.0-rc.0a"]
         assert semver.parse_versions(keys) == [
             semver.parse_version(k) if k is not None else None for k in keys
         ]
