@@ -80,6 +80,8 @@ def test_engines_agree(tag: str, index: int) -> None:
         pytest.param(["v1", "v2"], True, id="ascii"),
         pytest.param(["v1", "v\n2"], False, id="newline"),
         pytest.param(["v1", "vé"], False, id="non-ascii"),
+        pytest.param(["v\t1"], False, id="tab"),
+        pytest.param(["v\x7f"], False, id="delete"),
         pytest.param([], True, id="empty"),
     ],
 )
