@@ -139,3 +139,26 @@ def test_explain_table(tmp_path: Path) -> None:
     for text in ["myapp-V1.5.0-rc1", "names no prerelease", "does not match pattern", "dropped"]:
         assert text in out
     assert out.splitlines()[-1].startswith("selected: myapp-V1.4.2 (highest version in range")
+
+
+def test_tags_from_stdin(tmp_path: Path) -> None:
+    """'--tags -' reads the tag list from standard input, skipping blanks and comments."""
+    (tmp_path / "rule.yaml").write_text("policy:\n  alphabetical: {order: desc}\n")
+    result = CliRunner().invoke(
+        cli,
+        ["select", "--rule", str(tmp_path / "rule.yaml"), "--tags", "-"],
+        input="# listed today\nb\n\na\nc\n",
+    )
+    assert (result.exit_code, result.stdout) == (0, "a\n")
+
+
+def test_unreadable_tags_file_exits_2(tmp_path: Path) -> None:
+    """A tags file that is not UTF-8 is reported as bad input, not a crash."""
+    (tmp_path / "rule.yaml").write_text("policy:\n  semver: {}\n")
+    (tmp_path / "tags.txt").write_bytes(b"\xff\xfe1.0.0\n")
+    result = CliRunner().invoke(
+        cli,
+        ["select", "--rule", str(tmp_path / "rule.yaml"), "--tags", str(tmp_path / "tags.txt")],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: cannot read the rule or the tags file: ")

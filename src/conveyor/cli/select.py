@@ -83,6 +83,9 @@ def select_command(
     except InvalidInput as exc:
         click.echo(f"Error: {exc}", err=True)
         ctx.exit(EXIT_INVALID)
+    except (OSError, UnicodeDecodeError) as exc:
+        click.echo(f"Error: cannot read the rule or the tags file: {exc}", err=True)
+        ctx.exit(EXIT_INVALID)
     policy = next(kind for kind in rules.POLICY_KINDS if getattr(rule.policy, kind) is not None)
     if as_json:
         click.echo(json.dumps(to_json(selection, policy=policy, explain=explain), indent=2))
