@@ -14,9 +14,10 @@ Order of work for every tag, in this order, first refusal wins:
 5. the policy skips keys it cannot order (not a full X.Y.Z, out of range, ...)
    and picks the greatest of the rest; equal keys go to the greatest tag string.
 
-For speed (100,000 tags in well under 300 ms) nothing here allocates an object
-per tag on the main path: the explanation is kept as parallel tuples and only
-turned into rows when asked for (``Selection.rows()``).
+For speed (100,000 tags in a few hundred milliseconds; docs/performance.md)
+nothing here allocates an object
+per tag on the main path: the explanation is kept as parallel tuples and
+only turned into rows when asked for (``Selection.rows()``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ class TagFilter:
     _extract: tuple[str | int, ...] | None = field(init=False, repr=False, compare=False)
     _exclude: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _exclude_pattern: _tagmatch.Pattern | None = field(init=False, repr=False, compare=False)
+    _affixes: tuple[list[str], list[str], re.Pattern[str] | None] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.glob is not None and self.pattern is not None:
@@ -121,6 +125,12 @@ class TagFilter:
             self, "_exclude", _tagmatch.compile_globs(self.exclude, field="filter.exclude")
         )
         object.__setattr__(self, "_exclude_pattern", exclude_pattern)
+        suffixes, prefixes, others = _tagmatch.simple_affixes(self.exclude)
+        if self.exclude_signatures:
+            suffixes += SIGNATURE_SUFFIXES
+            prefixes.append(SIGNATURE_PREFIX)
+        other_globs = _tagmatch.compile_globs(others, field="filter.exclude")
+        object.__setattr__(self, "_affixes", (suffixes, prefixes, other_globs))
 
     def keys(self, tags: Sequence[str]) -> list[str | None]:
         """Per tag, the key the policy orders by, or None when the filter drops the tag.
@@ -130,10 +140,7 @@ class TagFilter:
         text = "\n".join(tags)
         plain = _tagmatch.is_plain(tags, text)
         keys = self._included_keys(tags, plain=plain)
-        suffixes, prefixes, complex_globs = _tagmatch.simple_affixes(self.exclude)
-        if self.exclude_signatures:
-            suffixes += SIGNATURE_SUFFIXES
-            prefixes.append(SIGNATURE_PREFIX)
+        suffixes, prefixes, other_globs = self._affixes
         if plain:
             hits: Iterable[int] = _tagmatch.lines_with_affixes(
                 tags, text, suffixes=suffixes, prefixes=prefixes
@@ -143,11 +150,7 @@ class TagFilter:
             hits = [i for i, tag in enumerate(tags) if tag.endswith(ends) or tag.startswith(starts)]
         for i in hits:
             keys[i] = None
-        exclude = (
-            _tagmatch.compile_globs(complex_globs, field="filter.exclude")
-            if complex_globs
-            else None
-        )
+        exclude = other_globs
         exclude_search = (
             self._exclude_pattern.searcher(plain=plain) if self._exclude_pattern else None
         )
