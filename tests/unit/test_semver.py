@@ -251,3 +251,38 @@ class TestInvalidRanges:
             "'>=1.4,<' is not a valid semver range ('<' has no version after it); "
             "write e.g. '>=1.4.0 <2.0.0', '^1.4', '~1.4.2', '1.2.x' or '1.2 - 1.4.5'"
         )
+
+
+class TestInterval:
+    @pytest.mark.parametrize(
+        ("text", "is_interval"),
+        [
+            pytest.param(">=1.0.0 <2.0.0", True, id="plain"),
+            pytest.param("=>1.x, <2", True, id="wildcards-and-alias"),
+            pytest.param(">=1.0.0-0 <2.0.0", True, id="with-prerelease"),
+            pytest.param(">1.0.0 <2.0.0", False, id="exclusive-low"),
+            pytest.param(">=1.0.0 <=2.0.0", False, id="inclusive-high"),
+            pytest.param(">=1 <2 || >=3 <4", False, id="two-groups"),
+            pytest.param("^1", False, id="caret"),
+        ],
+    )
+    def test_interval_agrees_with_admits(self, text: str, is_interval: bool) -> None:
+        """The inline interval test gives the same answer as the general check."""
+        parsed = semver.parse_range(text)
+        interval = parsed.interval()
+        assert (interval is not None) is is_interval
+        if interval is None:
+            return
+        low, high, stable_only = interval
+        for candidate in [
+            "0.9.9",
+            "1.0.0-rc.1",
+            "1.0.0",
+            "1.5.0-alpha",
+            "1.9.9",
+            "2.0.0-0",
+            "2.0.0",
+        ]:
+            v = version(candidate)
+            inline = (not stable_only or v[6] == 1) and low <= v < high
+            assert inline is parsed.admits(v), candidate

@@ -296,6 +296,22 @@ class Range:
             return self.groups[0].compile()
         return self.admits
 
+    def interval(self) -> tuple[VersionKey, VersionKey, bool] | None:
+        """``(low, high, stable_only)`` when the range is exactly ``>=low <high``, else None.
+
+        ``>=`` and ``<`` compare whole versions even with wildcards (Masterminds'
+        greaterThanEqual and lessThan ignore them), so such a range is the
+        half-open interval [low, high); the caller can then test it inline.
+        """
+        if len(self.groups) != 1 or len(self.groups[0].comparisons) != 2:
+            return None
+        by_operator = {c.operator: c for c in self.groups[0].comparisons}
+        low = by_operator.get(">=") or by_operator.get("=>")
+        high = by_operator.get("<")
+        if low is None or high is None:
+            return None
+        return low.key, high.key, not self.groups[0].admits_prereleases
+
     @property
     def admits_prereleases(self) -> bool:
         """Whether any prerelease can satisfy the range at all."""

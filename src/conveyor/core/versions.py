@@ -425,6 +425,14 @@ def _by_semver(keys: list[str | None], policy: SemverPolicy) -> list[object]:
     versions = semver.parse_versions(keys)
     if policy._range is None:
         return [v if v is not None and v[6] == 1 else None for v in versions]
+    interval = policy._range.interval()
+    if interval is not None:  # the common '>=A <B': test inline, no call per tag
+        low, high, stable_only = interval
+        if stable_only:
+            return [
+                v if v is not None and v[6] == 1 and low <= v < high else None for v in versions
+            ]
+        return [v if v is not None and low <= v < high else None for v in versions]
     admits = policy._range.compile()
     return [v if v is not None and admits(v) else None for v in versions]
 
