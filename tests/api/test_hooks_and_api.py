@@ -38,7 +38,7 @@ CONFIG = textwrap.dedent(
       myapp:
         registry: local
         repository: myteam/myapp
-        filter: {{glob: "myapp-V*"}}
+        filter: {{pattern: '^myapp-V(?P<version>.+)$', extract: '$version'}}
     webhooks:
       registry:
         format: distribution

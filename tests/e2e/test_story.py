@@ -33,7 +33,7 @@ def _config(registry: str, context: Path) -> str:
           myapp:
             registry: main
             repository: team/myapp
-            filter: {{glob: "myapp-V*"}}
+            filter: {{pattern: '^myapp-V(?P<version>.+)$', extract: '$version'}}
             policy: {{semver: {{}}}}
         pipelines:
           prerelease-ci:
@@ -158,3 +158,18 @@ def test_what_ships_to_production_is_what_passed_prerelease(cli: Cli, registry: 
     assert refused_pick.returncode == 1
     assert f"run {failed['id']} of 'prerelease-cd' is failed" in refused_pick.stderr
     assert _skopeo_digest(registry, "production") == v1
+
+
+def test_select_source_against_the_live_registry(cli: Cli, registry: str, tmp_path: Path) -> None:
+    """`conveyor select --source` picks from the registry's tags and prints the winner's digest."""
+    from tests.e2e.conftest import push_image
+
+    push_image(registry, "team/myapp:myapp-V1.0.0", "1.0.0", tmp_path)
+    newest = push_image(registry, "team/myapp:myapp-V1.2.0", "1.2.0", tmp_path)
+    push_image(registry, "team/myapp:other-9.9.9", "other", tmp_path)
+    push_image(registry, "team/myapp:myapp-V1.3.0-rc1", "rc", tmp_path)
+    done = cli("select", "--source", "myapp")
+    assert done.stdout.split() == ["myapp-V1.2.0", newest]
+    explained = cli("select", "--source", "myapp", "--explain", "--json")
+    assert explained["selected"] == "myapp-V1.2.0" and explained["digest"] == newest
+    assert {t["tag"]: t["kept"] for t in explained["tags"]}["other-9.9.9"] is False

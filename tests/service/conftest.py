@@ -30,7 +30,7 @@ STORY = textwrap.dedent(
       myapp:
         registry: main
         repository: team/myapp
-        filter: {{glob: "myapp-V*"}}
+        filter: {{pattern: '^myapp-V(?P<version>.+)$', extract: '$version'}}
         policy: {{semver: {{}}}}
     pipelines:
       prerelease-cd:

@@ -118,7 +118,8 @@ class TestRefusals:
         """A user-picked tag that the source's filter rejects is refused with the reason."""
         registry.push("team/myapp", "other-1.0.0", b"o")
         with pytest.raises(
-            PromotionRefused, match=r"tag 'other-1\.0\.0' is refused by source 'myapp'"
+            PromotionRefused,
+            match=r"source 'myapp': tag 'other-1\.0\.0' is refused by the source's filter: does not match",
         ):
             start(services, "prerelease-cd", tag="other-1.0.0")
 

@@ -85,7 +85,7 @@ CASES = [
     pytest.param(
         GOOD_HEAD + "    filter: {pattern: '^myapp-(?=V)'}\n",
         "conveyor.yaml:13:23: sources.myapp.filter.pattern: '^myapp-(?=V)' is not a valid "
-        "regular expression",
+        "RE2 regular expression (invalid perl operator: (?=); lookarounds",
         id="bad-regex-lookahead",
     ),
     pytest.param(

@@ -13,7 +13,7 @@ from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
 from conveyor.config.fields import Duration, EnvName, Regex, Template
-from conveyor.config.selection import FilterModel, PolicyModel
+from conveyor.config.selection import FilterConfig, PolicyConfig
 from conveyor.config.steps import Step
 from conveyor.config.strict import Strict
 
@@ -162,8 +162,8 @@ class ArtifactSource(Strict):
 
     registry: str = Field(description="Name of a configured registry.")
     repository: str = Field(description="Repository path, e.g. team/myapp")
-    filter: FilterModel | None = None
-    policy: PolicyModel | None = Field(None, description="Default: semver (any stable version).")
+    filter: FilterConfig | None = None
+    policy: PolicyConfig | None = Field(None, description="Default: semver (any stable version).")
     default: DefaultVersion | None = Field(None, description="Default: the policy's pick.")
 
 

@@ -7,7 +7,8 @@ ConveyorError
 │   ├── InvalidImageRef       an image reference that does not parse
 │   ├── InvalidDigest         a digest that is not algorithm:hex
 │   ├── InvalidVersionPolicy  a filter or policy that cannot be used
-│   └── InvalidDatabaseUrl    CONVEYOR_DATABASE_URL / --database-url is not usable
+│   ├── InvalidDatabaseUrl    CONVEYOR_DATABASE_URL / --database-url is not usable
+│   └── TagRefused            a requested tag that the source's filter drops
 ├── NotFound                  (kind, name)
 ├── Conflict                  stale version, run already started, ...
 ├── PromotionRefused          carries the Decision's reasons
@@ -109,6 +110,10 @@ class InvalidVersionPolicy(InvalidInput):
 class InvalidDatabaseUrl(InvalidInput):
     """The database URL is not valid; set CONVEYOR_DATABASE_URL or --database-url to
     sqlite:///path/to/state.db or postgresql://user:password@host:5432/dbname."""
+
+
+class TagRefused(InvalidInput):
+    """The requested tag is refused by the source's version filter."""
 
 
 class NotFound(ConveyorError):

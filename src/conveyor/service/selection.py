@@ -2,31 +2,48 @@
 
 A tag is only a way to find a digest: every path ends in a PinnedImage read
 from the registry, and a requested tag the filter rejects is refused.
+The rules themselves are core.versions'; this module only feeds them the
+registry's tags.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from conveyor.config import models
-from conveyor.config.selection import FilterModel, PolicyModel
-from conveyor.core.errors import InvalidInput, NotFound, PromotionRefused
+from conveyor.core import versions
+from conveyor.core.errors import InvalidInput, NotFound, PromotionRefused, TagRefused
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.core.ports import Registry
-from conveyor.service.context import Services
+from conveyor.service.context import Registries, Services
 
 # A requested digest must be reachable through a tag the filter admits; resolving
-# tags costs one HEAD each, so at most this many are tried (newest policy order first).
+# tags costs one request each, so at most this many are tried.
 MAX_TAGS_FOR_DIGEST = 200
 
 
-def repository_of(services: Services, artifact: models.ArtifactSource) -> Repository:
+def repository_of(registries: Registries, artifact: models.ArtifactSource) -> Repository:
     """The source's repository, addressed through its registry's public host."""
-    registry = services.registries.definition(artifact.registry)
+    registry = registries.definition(artifact.registry)
     return Repository(registry.host, artifact.repository)
+
+
+def rule_of(artifact: models.ArtifactSource) -> tuple[versions.TagFilter, versions.VersionPolicy]:
+    """The source's filter and policy as core values (default: any stable semver)."""
+    tag_filter = artifact.filter.to_core() if artifact.filter else versions.TagFilter()
+    policy = artifact.policy.to_core() if artifact.policy else versions.SemverPolicy()
+    return tag_filter, policy
+
+
+async def select_tag(
+    registries: Registries, artifact: models.ArtifactSource
+) -> tuple[versions.Selection, list[str]]:
+    """The policy's choice among the registry's current tags, with its explanation."""
+    client = registries.client(artifact.registry)
+    tags = list(await client.list_tags(repository_of(registries, artifact)))
+    tag_filter, policy = rule_of(artifact)
+    infos = [versions.TagInfo(tag) for tag in tags]
+    return versions.select(infos, filter=tag_filter, policy=policy), tags
 
 
 async def fix_artifact(
@@ -40,45 +57,44 @@ async def fix_artifact(
 ) -> PinnedImage:
     """The image a run of an artifact source takes, pinned by digest."""
     client = services.registries.client(artifact.registry)
-    repository = repository_of(services, artifact)
-    rule = Rule(filter=artifact.filter, policy=artifact.policy)
+    repository = repository_of(services.registries, artifact)
+    tag_filter, _ = rule_of(artifact)
     if tag is not None and digest is not None:
         raise InvalidInput("give --tag or --digest, not both")
     if tag is None and digest is None and artifact.default is not None:
         if artifact.default.digest is not None:
             digest = artifact.default.digest
         elif artifact.default.tag is not None:
-            from conveyor.service.runs import render_tag
-
-            tag = render_tag(artifact.default.tag, values)
+            tag = versions.resolve_template(artifact.default.tag, values)
     if tag is not None:
-        refusal = _refusal(rule, tag)
-        if refusal is not None:
-            raise PromotionRefused([f"tag '{tag}' is refused by source '{name}': {refusal}"])
+        try:
+            versions.check_requested(tag, tag_filter)
+        except TagRefused as refused:
+            raise PromotionRefused([f"source '{name}': {refused}"]) from None
         return await client.resolve(ImageRef(repository, tag=tag))
-    tags = list(await client.list_tags(repository))
     if digest is not None:
-        return await _by_digest(client, repository, name, rule, tags, Digest.parse(digest))
-    winner = _pick(rule, tags)
-    if winner is None:
+        return await _by_digest(client, repository, name, artifact, Digest.parse(digest))
+    selection, tags = await select_tag(services.registries, artifact)
+    if selection.winner is None:
         raise NotFound(
             "version",
             f"{repository}",
-            hint=f"no tag of source '{name}' passes its filter and policy "
-            f"({len(tags)} tags seen); try `conveyor select --source {name} --explain`",
+            hint=f"source '{name}': {selection.reason} ({len(tags)} tags seen); "
+            f"see `conveyor select --source {name} --explain`",
         )
-    return await client.resolve(ImageRef(repository, tag=winner))
+    return await client.resolve(ImageRef(repository, tag=selection.winner.tag))
 
 
 async def _by_digest(
     client: Registry,
     repository: Repository,
     name: str,
-    rule: Rule,
-    tags: list[str],
+    artifact: models.ArtifactSource,
     digest: Digest,
 ) -> PinnedImage:
-    admitted = _admitted(rule, tags)[:MAX_TAGS_FOR_DIGEST]
+    tag_filter, _ = rule_of(artifact)
+    tags = list(await client.list_tags(repository))
+    admitted = [t for t in tags if tag_filter.explain(t) is None][:MAX_TAGS_FOR_DIGEST]
     for candidate in admitted:
         pinned = await client.resolve(ImageRef(repository, tag=candidate))
         if pinned.digest == digest:
@@ -90,39 +106,3 @@ async def _by_digest(
             "tag the filter accepts"
         ]
     )
-
-
-# --- adapter to the version-selection rules (core.versions) ---------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    filter: FilterModel | None
-    policy: PolicyModel | None
-
-
-def _refusal(rule: Rule, tag: str) -> str | None:
-    """Why the filter rejects ``tag``, or None when it admits it."""
-    if (
-        rule.filter is not None
-        and rule.filter.glob
-        and not fnmatch.fnmatchcase(tag, rule.filter.glob)
-    ):
-        return f"it does not match the glob '{rule.filter.glob}'"
-    return None
-
-
-def _admitted(rule: Rule, tags: list[str]) -> list[str]:
-    """Admitted tags, best first by the policy."""
-    kept = [t for t in tags if _refusal(rule, t) is None]
-    return sorted(kept, key=_semver_key, reverse=True)
-
-
-def _semver_key(tag: str) -> tuple[int, ...]:
-    numbers = re.findall(r"\d+", tag)
-    return tuple(int(n) for n in numbers[:3])
-
-
-def _pick(rule: Rule, tags: list[str]) -> str | None:
-    admitted = _admitted(rule, tags)
-    return admitted[0] if admitted else None
