@@ -25,7 +25,7 @@ from conveyor.store import tables
 from conveyor.store.database import unit_of_work
 from conveyor.testing import InMemoryRegistry
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 SECRET = "s3cret-webhook-value"
 HOST = "127.0.0.1:5000"
 CONFIG = textwrap.dedent(
