@@ -378,7 +378,9 @@ def start_conveyor(
 
 
 def stop_conveyor(conveyor: Conveyor, processes: Processes) -> None:
+    began = time.perf_counter()
     processes.stop(conveyor.name)
+    print(f"  {conveyor.name} stopped (SIGTERM) in {time.perf_counter() - began:.1f} s")
     processes.wait_exit(f"{conveyor.name} py-spy", 20)
 
 
@@ -796,7 +798,7 @@ def main() -> int:
     if not CONVEYOR.exists():
         print(f"error: {CONVEYOR} is missing; run scripts/install first", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="conveyor-bench-webhook-"))
     processes = Processes()
     # SIGTERM/SIGHUP end the bench through the finally below, like Ctrl-C.
     for signum in (signal.SIGTERM, signal.SIGHUP):
