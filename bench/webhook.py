@@ -133,8 +133,14 @@ class Processes:
 
     def start(self, name: str, argv: list[str], *, log: Path, env: dict[str, str]) -> int:
         with log.open("wb") as out:
+            # Own session: a Ctrl-C reaches the bench only, which then stops these in order.
             process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=log.parent,
+                start_new_session=True,
             )
         self.started.append((name, process))
         return process.pid
@@ -454,7 +460,11 @@ async def sustained(
     deadline = started + seconds
 
     async def connection() -> None:
-        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        try:
+            reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        except OSError as error:
+            load.failures[type(error).__name__] = load.failures.get(type(error).__name__, 0) + 1
+            return
         try:
             for index in next_index:
                 if time.perf_counter() >= deadline:
