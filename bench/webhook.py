@@ -571,6 +571,9 @@ def run_outcomes(path: Path) -> dict[str, int]:
 
 
 def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
     return ordered[index]
@@ -719,8 +722,9 @@ def bench(args: argparse.Namespace, work: Path, processes: Processes) -> int:
     # An event whose run never started a step counts as infinitely late.
     every = latencies + [float("inf")] * missing
     p50, p99 = percentile(every, 0.50), percentile(every, 0.99)
-    began = sorted(starts.values())
-    worker_rate = (len(began) - 1) / (began[-1] - began[0]) if len(began) > 1 else 0.0
+    step_starts = sorted(starts.values())
+    spread = step_starts[-1] - step_starts[0] if len(step_starts) > 1 else 0.0
+    worker_rate = (len(step_starts) - 1) / spread if spread > 0 else 0.0
     print(
         f"  {len(sent_at)} events posted; 202 answer p50 {percentile(answer_ms, 0.5):.1f} ms, "
         f"p99 {percentile(answer_ms, 0.99):.1f} ms; failures: {failures or 'none'}"
