@@ -174,3 +174,31 @@ def test_registry_push_triggers_prerelease_only_for_matching_tags(stack: dict[st
     shown = json.dumps([cli("events", "list", "--json"), cli("runs", "list", "--json")])
     assert SECRET not in shown
     assert SECRET not in (stack["workdir"] / "serve.log").read_text()
+
+
+def test_serve_stops_in_order_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM lets serve finish requests, stop its worker and exit 0."""
+    (tmp_path / "conveyor.yaml").write_text("environments:\n  - name: test\n")
+    port = _free_port()
+    env = {**os.environ, "CONVEYOR_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor.cli",
+            "serve",
+            "--config",
+            str(tmp_path / "conveyor.yaml"),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait(lambda: _listening(port), "serve to listen")
+    server.terminate()
+    _, stderr = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert "conveyor stopped; accepted events not yet processed stay in the inbox" in stderr

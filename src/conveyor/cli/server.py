@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,31 @@ def background(services: Services, worker: Worker, stop: threading.Event, poll: 
                 stop.wait(poll)
     finally:
         scheduler.release()
+
+
+def _make_server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising the signal after its graceful shutdown.
+
+        uvicorn re-raises SIGTERM/SIGINT once it has stopped, which would kill the
+        process before Conveyor stops its worker; here the signal only asks the
+        server to finish in-flight requests and return.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            originals = {
+                sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 @click.command()
@@ -91,15 +119,17 @@ def serve(
     thread.start()
     hooks = ", ".join(f"/hooks/{name}" for name in services.definitions.webhooks) or "none"
     click.echo(f"conveyor serving on http://{host}:{port} (webhooks: {hooks})", err=True)
-    try:
-        # uvicorn finishes in-flight requests on SIGTERM/SIGINT before returning.
-        uvicorn.run(
+    server = _make_server_class()(
+        uvicorn.Config(
             build_app(services),
             host=host,
             port=port,
             log_level="warning",
             timeout_graceful_shutdown=10,
         )
+    )
+    try:
+        server.run()
     finally:
         stop.set()
         thread.join(timeout=30)
