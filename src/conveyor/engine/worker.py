@@ -33,7 +33,7 @@ from conveyor.engine.context import GateFacts, StepContext
 from conveyor.engine.steps.table import RUNNERS, StepRunner
 from conveyor.service import environments, runs, triggers
 from conveyor.service.context import Services
-from conveyor.store import claims, tables
+from conveyor.store import claims, logs, tables
 from conveyor.store.database import unit_of_work
 
 # How long a claim lasts without renewal; renewed every third of it while a step runs.
@@ -352,14 +352,6 @@ class Worker:
                     decisions=runs.gate_decisions(session, run_id, step.name),
                     opened_at=step.started_at or self.services.clock(),
                 )
-            seq = (
-                session.scalar(
-                    sa.select(sa.func.coalesce(sa.func.max(tables.StepLog.seq), 0)).where(
-                        tables.StepLog.step_id == step_id
-                    )
-                )
-                or 0
-            )
             image = runs.image_of(run)
             facts = (
                 run.id,
@@ -385,7 +377,7 @@ class Worker:
             source_registry=registry,
             parameters=parameters,
             author=author,
-            log=_LogWriter(self.services, step_id, seq),
+            log=_LogWriter(self.services, step_id),
             workdir=workdir,
             config_dir=self.services.definitions.base_dir,
             registries=self.services.registries,
@@ -418,22 +410,18 @@ def _dry(outcome: Succeeded) -> bool:
 class _LogWriter:
     """Writes each line as it comes, in its own transaction, so followers see it live."""
 
-    def __init__(self, services: Services, step_id: int, seq: int) -> None:
+    def __init__(self, services: Services, step_id: int) -> None:
         self.services = services
         self.step_id = step_id
-        self.seq = seq
 
     def __call__(self, line: str, *, stream: str = "stdout") -> None:
-        self.seq += 1
         with unit_of_work(self.services.engine) as session:
-            session.add(
-                tables.StepLog(
-                    step_id=self.step_id,
-                    seq=self.seq,
-                    at=self.services.clock(),
-                    stream=stream if stream in ("stdout", "stderr") else "system",
-                    line=line,
-                )
+            logs.append_log(
+                session,
+                self.step_id,
+                [line],
+                stream=stream if stream in ("stdout", "stderr") else "system",
+                now=self.services.clock(),
             )
 
 

@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conveyor.core import gates
 from conveyor.core.errors import Conflict, InvalidInput, NotFound
 from conveyor.core.images import Digest, PinnedImage, Repository
-from conveyor.service import audit
 from conveyor.service.context import Services
-from conveyor.store import tables
+from conveyor.store import audit, tables
+from conveyor.store import environments as store_environments
 from conveyor.store.database import unit_of_work
 
 
@@ -29,29 +28,24 @@ def requires_of(services: Services, environment: str) -> list[str]:
 
 def verification_records(session: Session, digest: Digest) -> list[gates.VerificationRecord]:
     """Every verification record of a digest."""
-    rows = session.scalars(
-        sa.select(tables.VerificationRecord).where(tables.VerificationRecord.digest == str(digest))
-    ).all()
     return [
         gates.VerificationRecord(
             digest=digest,
             environment=r.environment,
             run_id=r.run_id,
             verified_at=r.verified_at,
-            approvers=tuple(r.approvals),
+            approvers=tuple(str(a.get("user", "")) for a in r.approvals),
         )
-        for r in rows
+        for r in store_environments.list_verifications(session, str(digest))
     ]
 
 
 def bad_marks(session: Session, digest: Digest) -> list[gates.BadDigest]:
-    """Uncleared bad marks of a digest."""
-    rows = session.scalars(
-        sa.select(tables.BadDigest).where(
-            tables.BadDigest.digest == str(digest), tables.BadDigest.cleared_at.is_(None)
-        )
-    ).all()
-    return [gates.BadDigest(digest=digest, reason=r.reason, marked_by=r.marked_by) for r in rows]
+    """The open bad mark of a digest, if any."""
+    mark = store_environments.fetch_bad_mark(session, str(digest))
+    if mark is None:
+        return []
+    return [gates.BadDigest(digest=digest, reason=mark.reason, marked_by=mark.marked_by)]
 
 
 def check(session: Session, services: Services, digest: Digest, environment: str) -> gates.Decision:
@@ -100,12 +94,7 @@ def history(services: Services, environment: str) -> list[DeploymentView]:
     """An environment's deployments, newest first."""
     requires_of(services, environment)
     with unit_of_work(services.engine, read_only=True) as session:
-        rows = session.scalars(
-            sa.select(tables.Deployment)
-            .where(tables.Deployment.environment == environment)
-            .order_by(tables.Deployment.deployed_at.desc(), tables.Deployment.id.desc())
-        ).all()
-        return [_view(r) for r in rows]
+        return [_view(r) for r in store_environments.list_history(session, environment)]
 
 
 def current(services: Services, environment: str) -> DeploymentView | None:
@@ -124,8 +113,9 @@ def record_deployment(
     at: datetime,
 ) -> None:
     """Append to an environment's history (in the caller's transaction)."""
-    session.add(
-        tables.Deployment(
+    store_environments.record_deployment(
+        session,
+        store_environments.NewDeployment(
             environment=environment,
             registry_host=image.repository.registry,
             repository=str(image.repository),
@@ -133,9 +123,9 @@ def record_deployment(
             tag=image.tag,
             run_id=run.id,
             deployed_by=run.triggered_by,
-            deployed_at=at,
             kind=kind,
-        )
+        ),
+        now=at,
     )
 
 
@@ -144,14 +134,13 @@ def record_verification(
 ) -> None:
     """Write "digest D passed environment E in run R at T, approved by P"."""
     assert run.environment is not None and run.image_digest is not None
-    session.add(
-        tables.VerificationRecord(
-            digest=run.image_digest,
-            environment=run.environment,
-            run_id=run.id,
-            approvals=list(approvers),
-            verified_at=at,
-        )
+    store_environments.record_verification(
+        session,
+        digest=run.image_digest,
+        environment=run.environment,
+        run_id=run.id,
+        approvals=[{"user": user} for user in approvers],
+        now=at,
     )
 
 
@@ -162,16 +151,14 @@ def mark_bad(services: Services, digest: str, *, reason: str, user: str) -> None
         raise InvalidInput("--reason: say why the digest is bad (it is shown on every refusal)")
     now = services.clock()
     with unit_of_work(services.engine) as session:
-        session.add(
-            tables.BadDigest(digest=str(parsed), reason=reason, marked_by=user, marked_at=now)
-        )
-        audit.record(
+        store_environments.mark_bad(session, str(parsed), reason=reason, by=user, now=now)
+        audit.record_audit(
             session,
             identity=user,
             action="digest.mark_bad",
             target=str(parsed),
             details={"reason": reason},
-            at=now,
+            now=now,
         )
 
 
@@ -180,25 +167,18 @@ def clear_bad(services: Services, digest: str, *, user: str) -> int:
     parsed = Digest.parse(digest)
     now = services.clock()
     with unit_of_work(services.engine) as session:
-        rows = session.scalars(
-            sa.select(tables.BadDigest).where(
-                tables.BadDigest.digest == str(parsed), tables.BadDigest.cleared_at.is_(None)
-            )
-        ).all()
-        if not rows:
+        cleared = store_environments.clear_bad(session, str(parsed), by=user, now=now)
+        if not cleared:
             raise Conflict(f"{parsed} is not marked bad")
-        for row in rows:
-            row.cleared_at = now
-            row.cleared_by = user
-        audit.record(
+        audit.record_audit(
             session,
             identity=user,
             action="digest.clear_bad",
             target=str(parsed),
             details={},
-            at=now,
+            now=now,
         )
-        return len(rows)
+        return cleared
 
 
 def rollback_target(

@@ -27,7 +27,8 @@ from conveyor.core.events import Headers, InboundDelivery, RegistryEvent
 from conveyor.core.images import Digest, ImageRef, Repository
 from conveyor.service import runs
 from conveyor.service.context import Services
-from conveyor.store import tables
+from conveyor.store import claims, tables
+from conveyor.store import events as inbox
 from conveyor.store.database import unit_of_work
 
 # Same kind+repository+digest+tag within this window is a duplicate (registries re-emit).
@@ -90,43 +91,28 @@ def ingest(services: Services, endpoint: str, *, headers: Headers, body: bytes) 
 def _store(
     session: sa.orm.Session, endpoint: str, event: RegistryEvent, registry: str, now: datetime
 ) -> tables.Event | None:
-    existing = session.scalars(
-        sa.select(tables.Event).where(
-            tables.Event.endpoint == endpoint, tables.Event.delivery_id == event.delivery_id
-        )
-    ).first()
-    if existing is not None:
-        existing.redeliveries += 1
-        return None
-    key = core_events.dedupe_key(event)
-    earlier = session.scalars(
-        sa.select(tables.Event)
-        .where(
-            tables.Event.dedupe_key == key,
-            tables.Event.received_at >= now - DEDUPE_WINDOW,
-            tables.Event.duplicate_of.is_(None),
-        )
-        .order_by(tables.Event.id)
-    ).first()
-    row = tables.Event(
-        endpoint=endpoint,
-        sender=event.sender,
-        delivery_id=event.delivery_id,
-        dedupe_key=key[:100],
-        kind=str(event.kind),
-        registry_host=event.registry or registry,
-        repository=event.repository,
-        tag=event.tag,
-        digest=str(event.digest) if event.digest else None,
-        scan_summary=_scan(event),
-        received_at=now,
-        status="duplicate" if earlier is not None else "pending",
-        duplicate_of=earlier.id if earlier is not None else None,
-        outcome={"duplicate_of": earlier.id} if earlier is not None else None,
+    """The new inbox row, or None for a redelivery (the original counts it)."""
+    recorded = inbox.record_delivery(
+        session,
+        inbox.Delivery(
+            endpoint=endpoint,
+            sender=event.sender,
+            delivery_id=event.delivery_id,
+            kind=str(event.kind),
+            registry_host=event.registry or registry,
+            repository=event.repository,
+            tag=event.tag,
+            digest=str(event.digest) if event.digest else None,
+            scan_summary=_scan(event),
+        ),
+        now=now,
+        duplicate_window=DEDUPE_WINDOW,
     )
-    session.add(row)
-    session.flush()
-    return row
+    if not recorded.created:
+        return None
+    if recorded.event.duplicate_of is not None:
+        recorded.event.outcome = {"duplicate_of": recorded.event.duplicate_of}
+    return recorded.event
 
 
 def _scan(event: RegistryEvent) -> dict[str, Any] | None:
@@ -142,26 +128,10 @@ def _scan(event: RegistryEvent) -> dict[str, Any] | None:
 
 def claim_pending(services: Services, *, owner: str) -> int | None:
     """Take one pending event for processing."""
-    now = services.clock()
     with unit_of_work(services.engine) as session:
-        query = (
-            sa.select(tables.Event)
-            .where(
-                tables.Event.status == "pending",
-                sa.or_(tables.Event.claimed_by.is_(None), tables.Event.lease_expires_at < now),
-            )
-            .order_by(tables.Event.id)
-            .limit(1)
+        return claims.claim_next_event(
+            session, worker=owner, lease=EVENT_LEASE, now=services.clock()
         )
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        row = session.scalars(query).first()
-        if row is None:
-            return None
-        row.claimed_by = owner
-        row.lease_expires_at = now + EVENT_LEASE
-        row.attempts += 1
-        return row.id
 
 
 def process_pending(services: Services, *, owner: str) -> int:

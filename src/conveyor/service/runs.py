@@ -19,9 +19,9 @@ from conveyor.core import gates, sources, templates
 from conveyor.core.errors import Conflict, InvalidInput, NotFound, PromotionRefused
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.core.runs import RunStatus, StepStatus
-from conveyor.service import audit, environments, selection
+from conveyor.service import environments, selection
 from conveyor.service.context import Services
-from conveyor.store import tables
+from conveyor.store import approvals, audit, tables
 from conveyor.store.database import unit_of_work
 
 
@@ -135,13 +135,13 @@ def start_run(services: Services, request: RunRequest) -> int:
                     output={},
                 )
             )
-        audit.record(
+        audit.record_audit(
             session,
             identity=request.user,
             action="run.start",
             target=f"run/{run.id}",
             details={"pipeline": request.pipeline, "digest": run.image_digest},
-            at=now,
+            now=now,
         )
         return run.id
 
@@ -295,44 +295,30 @@ def decide(
         reason = gates.may_decide(config.rule(), approver, author=run.triggered_by)
         if reason is not None:
             raise PromotionRefused([reason])
-        existing = session.scalars(
-            sa.select(tables.Approval).where(
-                tables.Approval.run_id == run_id,
-                tables.Approval.step == gate.name,
-                tables.Approval.user == approver.user,
-            )
-        ).first()
-        if existing is not None:
-            raise Conflict(f"'{approver.user}' already decided '{gate.name}' of run {run_id}")
-        session.add(
-            tables.Approval(
-                run_id=run_id,
-                step=gate.name,
-                user=approver.user,
-                decision="approve" if approved else "reject",
-                comment=comment,
-                decided_at=now,
-            )
+        approvals.record_approval(
+            session,
+            run_id,
+            step=gate.name,
+            user=approver.user,
+            decision="approve" if approved else "reject",
+            comment=comment,
+            now=now,
         )
         run.wake_at = now
-        audit.record(
+        audit.record_audit(
             session,
             identity=approver.user,
             action="run.approve" if approved else "run.reject",
             target=f"run/{run_id}",
             details={"step": gate.name, "comment": comment},
-            at=now,
+            now=now,
         )
         return gate.name
 
 
 def gate_decisions(session: Session, run_id: int, step: str) -> tuple[gates.ApprovalDecision, ...]:
     """The decisions recorded at one gate of a run, oldest first."""
-    rows = session.scalars(
-        sa.select(tables.Approval)
-        .where(tables.Approval.run_id == run_id, tables.Approval.step == step)
-        .order_by(tables.Approval.decided_at, tables.Approval.id)
-    ).all()
+    rows = approvals.list_approvals(session, run_id, step=step)
     return tuple(
         gates.ApprovalDecision(
             user=r.user,
@@ -355,8 +341,8 @@ def cancel(services: Services, run_id: int, *, user: str) -> None:
         run.wake_at = now
         if run.claimed_by is None:
             finish(session, run, RunStatus.CANCELLED, now=now, error=f"cancelled by {user}")
-        audit.record(
-            session, identity=user, action="run.cancel", target=f"run/{run_id}", details={}, at=now
+        audit.record_audit(
+            session, identity=user, action="run.cancel", target=f"run/{run_id}", details={}, now=now
         )
 
 
