@@ -327,3 +327,21 @@ def test_every_vendor_through_the_endpoint(
         assert [e["sender"] for e in stored] == [fmt] * expected
         assert all(e["repository"] for e in stored)
     services.engine.dispose()
+
+
+def test_openapi_describes_every_route(client: TestClient) -> None:
+    """The OpenAPI document lists exactly the app's /api/v1 routes, each with its role."""
+    from starlette.routing import Route
+
+    document = client.get("/api/v1/openapi.json").json()
+    described = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+    served = {
+        (method, route.path)
+        for route in client.app.routes  # type: ignore[attr-defined]
+        if isinstance(route, Route)
+        and route.path.startswith("/api/v1/")
+        and route.path != "/api/v1/openapi.json"
+        for method in (route.methods or set()) - {"HEAD"}
+    }
+    assert described == served
+    assert document["paths"]["/api/v1/runs"]["post"]["x-conveyor-role"] == "operator"

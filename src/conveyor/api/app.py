@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conveyor.api import errors as api_errors
-from conveyor.api import resources
+from conveyor.api import openapi, resources
 from conveyor.core.errors import ConveyorError
 from conveyor.core.events import Headers
 from conveyor.service import events
@@ -56,10 +56,15 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def openapi_document(request: Request) -> Response:
+    return JSONResponse(openapi.document())
+
+
 def build_app(services: Services) -> Starlette:
     """The whole HTTP surface of one Conveyor process."""
     routes = [
         Route("/healthz", healthz),
+        Route("/api/v1/openapi.json", openapi_document),
         Route("/hooks/{name}", webhook_endpoint(services), methods=["POST"]),
         *resources.routes(services),
     ]
