@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from conveyor import __version__
+from conveyor.cli import image
 from conveyor.core.errors import ConveyorError
 
 
@@ -61,7 +62,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    commands: list[click.Command] = []
+    commands: list[click.Command] = [image.image]
     for command in commands:
         cli.add_command(command)
 

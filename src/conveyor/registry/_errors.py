@@ -54,6 +54,14 @@ def from_response(
     status = response.status_code
     codes = {code for code, _ in error_codes(response)}
     detail = _remote_text(response)
+    if status == 401 and "insufficient_scope" in response.headers.get("WWW-Authenticate", ""):
+        # Token registries answer 401 (not 403) when the token lacks an action
+        # (distribution v2.8.2 registry/auth/token/accesscontroller.go).
+        return errors.RegistryForbidden(
+            f"{what}: {registry} refused this for the configured credentials "
+            f"(insufficient scope: {detail}); grant them pull/push on the repository",
+            registry=registry,
+        )
     if status == 401:
         hint = (
             f"the credentials for {registry} were rejected; check the username and password"

@@ -100,7 +100,9 @@ class TestImages:
 
 
 @pytest.fixture(scope="session")
-def images(tmp_path_factory: pytest.TempPathFactory, anonymous_registry: RegistryProcess) -> TestImages:
+def images(
+    tmp_path_factory: pytest.TempPathFactory, anonymous_registry: RegistryProcess
+) -> TestImages:
     layout = ImageLayout(tmp_path_factory.mktemp("images") / "layout")
     layout.build(
         "single",
