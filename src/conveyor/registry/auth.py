@@ -168,7 +168,7 @@ class RegistryAuth(httpx.Auth):
         if self._scheme == "basic" and self._credentials is not None:
             request.headers["Authorization"] = self._basic_header() or ""
             sent_credentials = True
-        elif self._scheme == "bearer":
+        elif self._scheme == "bearer" and needed:
             token = self._cached(needed)
             if token is None:
                 token_response = yield self._token_request(needed)
@@ -182,6 +182,8 @@ class RegistryAuth(httpx.Auth):
         challenge = self._learn(response)
         if challenge is None:
             return
+        if not needed and challenge.scheme == "bearer":
+            return  # the /v2/ version check: the challenge is learnt, no token needed yet
         if challenge.scheme == "basic":
             if self._credentials is None or sent_credentials:
                 return

@@ -20,7 +20,7 @@ import anyio
 
 from conveyor.core.errors import DigestMismatch, InvalidInput
 from conveyor.core.images import Digest, PinnedImage, Repository
-from conveyor.registry import manifests
+from conveyor.registry import _tasks, manifests
 from conveyor.registry.client import DistributionRegistry
 from conveyor.registry.manifests import Descriptor, Manifest
 
@@ -151,11 +151,11 @@ class _Copy:
 
     async def manifest(self, manifest: Manifest) -> None:
         if manifest.is_index:
-            async with anyio.create_task_group() as group:
+            async with _tasks.task_group() as group:
                 for child in manifest.manifests:
                     group.start_soon(self.child, child)
         else:
-            async with anyio.create_task_group() as group:
+            async with _tasks.task_group() as group:
                 for blob in manifest.blobs:
                     group.start_soon(self.blob, blob)
         await self.destination.push_manifest(self.to, manifest)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import anyio
-
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
-from conveyor.registry import manifests
+from conveyor.registry import _tasks, manifests
 from conveyor.registry.client import MAX_CONFIG_BYTES, DistributionRegistry
 from conveyor.registry.manifests import Manifest, Platform
 
@@ -92,7 +90,7 @@ async def inspect_image(registry: DistributionRegistry, ref: ImageRef) -> ImageI
         async def fetch(i: int, digest: Digest) -> None:
             children[i] = await registry.fetch_manifest(repository, digest)
 
-        async with anyio.create_task_group() as group:
+        async with _tasks.task_group() as group:
             for i, child in enumerate(wanted):
                 group.start_soon(fetch, i, child.digest)
     platforms = []
