@@ -335,14 +335,16 @@ class DistributionRegistry:
 
     # -- tags ---------------------------------------------------------------
 
-    async def list_tags(self, repository: Repository) -> list[str]:
+    async def list_tags(
+        self, repository: Repository, *, page_size: int = TAGS_PAGE_SIZE
+    ) -> list[str]:
         """Every tag, de-duplicated, in registry order.
 
         Follows ``Link: <...>; rel="next"``; when a full page comes without a
         Link it asks again with ``last=`` and stops once a page brings nothing
         new (registry 2.8.2 ignores ``n`` and ``last`` and returns everything).
         """
-        url: str | None = self.url(f"/v2/{repository.name}/tags/list?n={TAGS_PAGE_SIZE}")
+        url: str | None = self.url(f"/v2/{repository.name}/tags/list?n={page_size}")
         seen: dict[str, None] = {}
         visited: set[str] = set()
         while url and url not in visited:
@@ -360,11 +362,11 @@ class DistributionRegistry:
             next_link = response.links.get("next", {}).get("url")
             if next_link:
                 url = urljoin(str(response.url), next_link)
-            elif new and len(page) >= TAGS_PAGE_SIZE:
+            elif new and len(page) >= page_size:
                 url = (
                     self.url(f"/v2/{repository.name}/tags/list")
                     + "?"
-                    + str(httpx.QueryParams({"n": str(TAGS_PAGE_SIZE), "last": page[-1]}))
+                    + str(httpx.QueryParams({"n": str(page_size), "last": page[-1]}))
                 )
             else:
                 url = None
