@@ -127,6 +127,14 @@ def images(
     )
 
 
+@pytest.fixture(scope="session")
+def basic_image(basic_registry, images) -> str:
+    """The single test image pushed to the Basic-auth registry."""
+    return images.layout.push(
+        "single", f"{basic_registry.host}/team/app:v1", creds=f"{BASIC_USER}:{BASIC_PASSWORD}"
+    )
+
+
 ClientFactory = Callable[..., DistributionRegistry]
 
 

@@ -13,14 +13,6 @@ from .conftest import BASIC_PASSWORD, BASIC_USER, TOKEN_PASSWORD, TOKEN_USER
 
 
 @pytest.fixture(scope="module")
-def basic_image(basic_registry, images) -> str:
-    """The single test image pushed to the Basic-auth registry."""
-    return images.layout.push(
-        "single", f"{basic_registry.host}/team/app:v1", creds=f"{BASIC_USER}:{BASIC_PASSWORD}"
-    )
-
-
-@pytest.fixture(scope="module")
 def token_image(token_registry, images) -> str:
     """The layered image pushed to the token registry as team/app:v1 and public/app:v1."""
     creds = f"{TOKEN_USER}:{TOKEN_PASSWORD}"
