@@ -149,7 +149,7 @@ class _Copy:
         if pending is not None:
             yield pending
 
-    async def manifest(self, manifest: Manifest) -> None:
+    async def manifest(self, manifest: Manifest, *, reference: str | None = None) -> None:
         if manifest.is_index:
             async with _tasks.task_group() as group:
                 for child in manifest.manifests:
@@ -158,7 +158,7 @@ class _Copy:
             async with _tasks.task_group() as group:
                 for blob in manifest.blobs:
                     group.start_soon(self.blob, blob)
-        await self.destination.push_manifest(self.to, manifest)
+        await self.destination.push_manifest(self.to, manifest, reference=reference)
         self.manifests += 1
 
     async def child(self, descriptor: Descriptor) -> None:
@@ -204,17 +204,15 @@ async def copy_image(
         limit=anyio.Semaphore(concurrency),
         done={},
     )
-    await job.manifest(manifest)
-    if tag is not None:
-        await destination.push_manifest(to, manifest, reference=tag)
-    await destination.fetch_manifest(to, image.digest)  # hashes and compares
-    if tag is not None:
-        tagged = await destination.fetch_manifest(to, tag)
-        if tagged.digest != image.digest:
-            raise DigestMismatch(
-                f"{to}:{tag} points at {tagged.digest} after the copy, not {image.digest}",
-                registry=destination.endpoint.host,
-            )
+    await job.manifest(manifest, reference=tag)
+    # Read back what the destination serves and hash it: by tag when one was
+    # pushed (proves tag -> digest), else by digest (fetch_manifest compares).
+    stored = await destination.fetch_manifest(to, tag or image.digest)
+    if stored.digest != image.digest:
+        raise DigestMismatch(
+            f"{to}:{tag} points at {stored.digest} after the copy, not {image.digest}",
+            registry=destination.endpoint.host,
+        )
     return CopyResult(
         source=image,
         image=PinnedImage(repository=to, digest=image.digest, tag=tag),
