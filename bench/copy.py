@@ -30,7 +30,13 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import anyio  # noqa: E402
 from tests.support.registry import ImageLayout, start_registry  # noqa: E402
+
+from conveyor.core.images import ImageRef  # noqa: E402
+from conveyor.registry.client import DistributionRegistry  # noqa: E402
+from conveyor.registry.copy import copy_image  # noqa: E402
+from conveyor.registry.endpoints import RegistryEndpoint  # noqa: E402
 
 CONVEYOR = str(ROOT / ".venv/bin/conveyor")
 
@@ -45,6 +51,34 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, int]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{out.decode()}\n{err.decode()}")
     return elapsed, usage.ru_maxrss
+
+
+def in_process(source: str, dest: str) -> float:
+    """Seconds for one copy through the library in this (already warm) process."""
+
+    async def main() -> None:
+        src, dst = ImageRef.parse(source), ImageRef.parse(dest)
+        clients: dict[str, DistributionRegistry] = {}
+        for host in {src.repository.registry, dst.repository.registry}:
+            endpoint = RegistryEndpoint.for_host(host, insecure=True)
+            clients[host] = DistributionRegistry(endpoint)
+        try:
+            from_client = clients[src.repository.registry]
+            pinned = await from_client.resolve(src)
+            await copy_image(
+                from_client,
+                pinned,
+                destination=clients[dst.repository.registry],
+                to=dst.repository,
+                tag=dst.tag,
+            )
+        finally:
+            for client in clients.values():
+                await client.aclose()
+
+    start = time.perf_counter()
+    anyio.run(main)
+    return time.perf_counter() - start
 
 
 def build(layout: ImageLayout, work: Path, multi_mb: int) -> None:
@@ -95,13 +129,18 @@ def run(repeats: int, one, two) -> dict[str, dict[str, list[float]]]:
     for name in ("small", "layered", "multi"):
         for scenario, target in (("same-registry", one), ("registry-to-registry", two)):
             key = f"{name} / {scenario}"
-            results[key] = {"conveyor": [], "skopeo": [], "conveyor_rss_kib": []}
+            results[key] = {"conveyor": [], "skopeo": [], "conveyor_rss_kib": [], "library": []}
             for i in range(repeats):
-                order = ("conveyor", "skopeo") if i % 2 == 0 else ("skopeo", "conveyor")
+                order = ("conveyor", "skopeo", "library")
+                if i % 2:
+                    order = ("library", "skopeo", "conveyor")
                 for tool in order:
                     counter += 1
                     source = f"{one.host}/bench/{name}:v1"
                     dest = f"{target.host}/copy{counter}/{name}:v1"
+                    if tool == "library":
+                        results[key]["library"].append(in_process(source, dest))
+                        continue
                     if tool == "conveyor":
                         args = [
                             CONVEYOR,
@@ -129,6 +168,7 @@ def run(repeats: int, one, two) -> dict[str, dict[str, list[float]]]:
                         results[key]["conveyor_rss_kib"].append(rss)
                 print(
                     f"{key} run {i + 1}: conveyor {results[key]['conveyor'][-1]:.2f}s "
+                    f"library {results[key]['library'][-1]:.2f}s "
                     f"skopeo {results[key]['skopeo'][-1]:.2f}s",
                     file=sys.stderr,
                 )
@@ -137,13 +177,18 @@ def run(repeats: int, one, two) -> dict[str, dict[str, list[float]]]:
 
 def report(results: dict[str, dict[str, list[float]]]) -> None:
     print(
-        f"{'image / scenario':40} {'conveyor s':>11} {'skopeo s':>9} {'ratio':>6} {'peak RSS':>9}"
+        f"{'image / scenario':34} {'skopeo s':>9} {'CLI s':>7} {'ratio':>6} "
+        f"{'library s':>10} {'ratio':>6} {'CLI peak RSS':>13}"
     )
     for key, data in results.items():
-        conveyor = statistics.median(data["conveyor"])
         skopeo = statistics.median(data["skopeo"])
+        cli = statistics.median(data["conveyor"])
+        library = statistics.median(data["library"])
         rss = max(data["conveyor_rss_kib"]) / 1024
-        print(f"{key:40} {conveyor:11.2f} {skopeo:9.2f} {conveyor / skopeo:6.2f} {rss:7.0f} MB")
+        print(
+            f"{key:34} {skopeo:9.2f} {cli:7.2f} {cli / skopeo:6.2f} "
+            f"{library:10.2f} {library / skopeo:6.2f} {rss:10.0f} MB"
+        )
 
 
 if __name__ == "__main__":
