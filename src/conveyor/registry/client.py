@@ -25,6 +25,7 @@ import httpx
 from conveyor.core.errors import (
     DigestMismatch,
     InvalidDigest,
+    InvalidInput,
     RegistryError,
     UnsupportedMediaType,
 )
@@ -102,7 +103,13 @@ class DistributionRegistry:
         if endpoint.insecure:
             ssl_context = False
         elif endpoint.ca_file:
-            ssl_context = ssl.create_default_context(cafile=endpoint.ca_file)
+            try:
+                ssl_context = ssl.create_default_context(cafile=endpoint.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidInput(
+                    f"registry {endpoint.host}: tls.ca_file '{endpoint.ca_file}' is not a readable "
+                    f"PEM CA bundle ({exc})"
+                ) from exc
         self._http = httpx.AsyncClient(
             auth=self.auth,
             verify=ssl_context,
@@ -333,6 +340,19 @@ class DistributionRegistry:
         await self.push_manifest(image.repository, manifest, reference=tag)
         return PinnedImage(repository=image.repository, digest=image.digest, tag=tag)
 
+    async def copy(
+        self, image: PinnedImage, *, to: Repository, tag: str | None = None
+    ) -> PinnedImage:
+        """Copy exactly this digest (every platform) to another repository of this registry.
+
+        Blobs are mounted, not transferred; the result has the same digest
+        (checked). For copies between registries use ``copy.copy_image``.
+        """
+        from conveyor.registry import copy  # copy builds on this module
+
+        result = await copy.copy_image(self, image, destination=self, to=to, tag=tag)
+        return result.image
+
     # -- tags ---------------------------------------------------------------
 
     async def list_tags(
@@ -482,9 +502,7 @@ class DistributionRegistry:
             async with self._limit:
                 response = await self._http.send(request)
         except httpx.HTTPError as exc:
-            cause = exc.__context__ if isinstance(exc.__context__, RegistryError) else None
-            if cause is not None:
-                raise cause from exc
+            # A DigestMismatch raised by ``chunks`` is ours and propagates as is.
             raise _errors.from_transport(exc, registry=self.endpoint.host, what=what) from exc
         if response.status_code not in (201, 204):
             raise self.error(response, what=what)

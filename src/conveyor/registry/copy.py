@@ -18,7 +18,7 @@ from typing import Protocol
 
 import anyio
 
-from conveyor.core.errors import DigestMismatch, InvalidInput
+from conveyor.core.errors import DigestMismatch, InvalidInput, RegistryUnavailable
 from conveyor.core.images import Digest, PinnedImage, Repository
 from conveyor.registry import _tasks, manifests
 from conveyor.registry.client import DistributionRegistry
@@ -28,6 +28,9 @@ from conveyor.registry.manifests import Descriptor, Manifest
 CHUNK_SIZE = 1024 * 1024
 # Concurrent blob transfers per copy (skopeo copies 6 layers at a time).
 BLOB_CONCURRENCY = 6
+# A streamed blob cannot be replayed inside one request, so the whole transfer
+# (new upload session, new GET) is retried on transient failures.
+BLOB_ATTEMPTS = 3
 
 
 class CopyProgress(Protocol):
@@ -107,7 +110,14 @@ class _Copy:
             self.skipped += 1
             self.progress.blob_finished(digest, "exists")
             return
-        await self._stream(descriptor)
+        for attempt in range(BLOB_ATTEMPTS):
+            try:
+                await self._stream(descriptor)
+                break
+            except RegistryUnavailable:
+                if attempt == BLOB_ATTEMPTS - 1:
+                    raise
+                await anyio.sleep(0.5 * 2**attempt)
         self.copied += 1
         self.bytes_copied += descriptor.size
         self.progress.blob_finished(digest, "copied")

@@ -68,6 +68,26 @@ class TestResolve:
         assert {str(c.digest) for c in manifest.manifests} == {images.amd64, images.arm64}
 
 
+class TestPort:
+    async def test_registry_protocol_copy_within_registry(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """DistributionRegistry.copy (the core port) copies by digest within the registry."""
+        from conveyor.core.ports import Registry
+
+        client: Registry = client_for(anonymous_registry)
+        source = PinnedImage(
+            repository=Repository(anonymous_registry.host, "src/multi"),
+            digest=Digest.parse(images.multi),
+        )
+        copied = await client.copy(
+            source, to=Repository(anonymous_registry.host, repo_name), tag="v9"
+        )
+        assert copied.digest == source.digest and copied.tag == "v9"
+        assert skopeo_digest(f"{anonymous_registry.host}/{repo_name}:v9") == images.multi
+        assert "v9" in await client.list_tags(copied.repository)
+
+
 class TestTags:
     async def test_lists_every_tag_once(self, anonymous_registry, images, client_for, repo_name):
         """Tags of a repository are listed de-duplicated, including retags."""
@@ -160,6 +180,17 @@ class TestErrors:
             for k, v in terminal.items()
             if k not in (errors.RegistryUnavailable, errors.RegistryError)
         )
+
+    async def test_unreadable_ca_file(self, tmp_path):
+        """A ca_file that cannot be read is reported with its path."""
+        from conveyor.registry.client import DistributionRegistry
+
+        endpoint = RegistryEndpoint(
+            host="r.example", url="https://r.example", ca_file=str(tmp_path / "missing.pem")
+        )
+        with pytest.raises(errors.InvalidInput) as caught:
+            DistributionRegistry(endpoint)
+        assert "tls.ca_file" in str(caught.value) and "missing.pem" in str(caught.value)
 
     def test_plain_http_needs_insecure(self):
         """A plain-http URL is refused unless the registry is marked insecure."""

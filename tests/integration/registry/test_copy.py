@@ -121,8 +121,8 @@ class TestAcrossRegistries:
         assert got == images.multi
 
 
-def tampering_proxy(upstream: str):
-    """A loopback proxy that changes one byte of every manifest body it forwards."""
+def tampering_proxy(upstream: str, *, target: str = "/manifests/"):
+    """A loopback proxy that changes one byte of every manifest (or blob) body it forwards."""
 
     class Handler(QuietHandler):
         def _forward(self) -> None:
@@ -135,8 +135,12 @@ def tampering_proxy(upstream: str):
                 self.command, upstream + self.path, headers=headers, content=body
             )
             content = response.content
-            if self.command == "GET" and "/manifests/" in self.path and response.status_code == 200:
-                at = content.index(b"sha256:", 20) + 7
+            if self.command == "GET" and target in self.path and response.status_code == 200:
+                at = (
+                    content.index(b"sha256:", 20) + 7
+                    if target == "/manifests/"
+                    else len(content) // 2
+                )
                 flipped = b"0" if content[at : at + 1] != b"0" else b"1"
                 content = content[:at] + flipped + content[at + 1 :]
             out = {
@@ -186,3 +190,27 @@ class TestTampering:
             await destination.resolve(
                 ImageRef.parse(f"{second_registry.host}/{repo_name}@{images.multi}")
             )
+
+    async def test_altered_blob_is_not_committed(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """A layer altered in transit is refused and never committed at the destination."""
+        with tampering_proxy(anonymous_registry.url, target="/blobs/") as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            destination = client_for(second_registry)
+            with pytest.raises(errors.DigestMismatch) as caught:
+                await copy_image(
+                    client_for(proxy),
+                    pinned(proxy, "src/layers", images.layers),
+                    destination=destination,
+                    to=Repository(second_registry.host, repo_name),
+                )
+        assert "does not hash to its digest" in str(caught.value)
+        manifest = await client_for(anonymous_registry).fetch_manifest(
+            Repository(anonymous_registry.host, "src/layers"), Digest.parse(images.layers)
+        )
+        target = Repository(second_registry.host, repo_name)
+        present = [await destination.has_blob(target, blob.digest) for blob in manifest.blobs]
+        assert not all(present)
