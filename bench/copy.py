@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import anyio  # noqa: E402
 from tests.support.registry import ImageLayout, RegistryProcess, start_registry  # noqa: E402
 
-from conveyor.core.images import ImageRef  # noqa: E402
+from conveyor.core.images import ImageRef, PinnedImage  # noqa: E402
 from conveyor.registry.client import DistributionRegistry  # noqa: E402
 from conveyor.registry.copy import copy_image  # noqa: E402
 from conveyor.registry.endpoints import RegistryEndpoint  # noqa: E402
@@ -72,13 +72,14 @@ def one_copy(source: str, dest: str) -> None:
             clients[host] = DistributionRegistry(endpoint)
         try:
             from_client = clients[src.repository.registry]
-            pinned = await from_client.resolve(src)
+            manifest = await from_client.fetch_manifest(src.repository, src.reference)
             await copy_image(
                 from_client,
-                pinned,
+                PinnedImage(repository=src.repository, digest=manifest.digest),
                 destination=clients[dst.repository.registry],
                 to=dst.repository,
                 tag=dst.tag,
+                manifest=manifest,
             )
         finally:
             for client in clients.values():

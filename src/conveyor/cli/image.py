@@ -232,7 +232,10 @@ def copy_command(
     async def work(registries: Registries) -> copy.CopyResult:
         from_client = registries.client(source_ref.repository.registry)
         to_client = registries.client(target.repository.registry)
-        pinned = await from_client.resolve(source_ref)
+        manifest = await from_client.fetch_manifest(
+            source_ref.repository, source_ref.digest or source_ref.reference
+        )
+        pinned = PinnedImage(repository=source_ref.repository, digest=manifest.digest)
         if target.digest is not None and target.digest != pinned.digest:
             raise InvalidInput(
                 f"'{destination}' names {target.digest} but {source} is {pinned.digest}"
@@ -248,6 +251,7 @@ def copy_command(
                 tag=target.tag,
                 all_platforms=all_platforms,
                 progress=bar,
+                manifest=manifest,
             )
         finally:
             if bar is not None:

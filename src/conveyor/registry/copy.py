@@ -92,20 +92,25 @@ class _Copy:
             return
         event = self.done[descriptor.digest] = anyio.Event()
         try:
-            async with self.limit:
-                await self._blob(descriptor)
+            await self._blob(descriptor)
         finally:
             event.set()
 
     async def _blob(self, descriptor: Descriptor) -> None:
         digest = descriptor.digest
         self.progress.blob_started(digest, descriptor.size)
+        # Mounts move no bytes: only the registry's request limit bounds them.
         if self.same_registry and await self.destination.mount_blob(
             self.to, digest, source=self.from_repository
         ):
             self.mounted += 1
             self.progress.blob_finished(digest, "mounted")
             return
+        async with self.limit:
+            await self._transfer(descriptor)
+
+    async def _transfer(self, descriptor: Descriptor) -> None:
+        digest = descriptor.digest
         if await self.destination.has_blob(self.to, digest):
             self.skipped += 1
             self.progress.blob_finished(digest, "exists")
@@ -196,13 +201,17 @@ async def copy_image(
     all_platforms: bool = True,
     progress: CopyProgress | None = None,
     concurrency: int = BLOB_CONCURRENCY,
+    manifest: Manifest | None = None,
 ) -> CopyResult:
     """Copy exactly ``image`` (with every child of an index) to ``to``, optionally tagging it.
 
     Afterwards the destination manifest is fetched by digest (and by tag) and
     hashed: anything but the source digest raises DigestMismatch. Idempotent.
+    ``manifest`` saves a request when the caller already fetched (and so
+    verified) the source manifest; it must carry ``image.digest``.
     """
-    manifest = await source.fetch_manifest(image.repository, image.digest)
+    if manifest is None or manifest.digest != image.digest:
+        manifest = await source.fetch_manifest(image.repository, image.digest)
     if manifest.is_index and not all_platforms:
         raise _refuse_index(image, manifest)
     job = _Copy(
