@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import click
@@ -22,6 +22,9 @@ from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.registry import copy, dockerconfig, inspection
 from conveyor.registry.client import DistributionRegistry
 from conveyor.registry.endpoints import RegistryEndpoint
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 T = TypeVar("T")
 
@@ -55,11 +58,10 @@ class Registries:
 
 
 def _run(ctx: click.Context, work: Callable[[Registries], Awaitable[T]]) -> T:
-    options: dict[str, object] = ctx.find_object(dict) or {}
-    registries = Registries(
-        insecure=frozenset(options.get("insecure_registries") or ()),  # type: ignore[arg-type]
-        authfile=options.get("authfile") or default_authfile(),  # type: ignore[arg-type]
-    )
+    options: dict[str, Any] = ctx.find_object(dict) or {}
+    insecure: tuple[str, ...] = options.get("insecure_registries") or ()
+    authfile: Path | None = options.get("authfile")
+    registries = Registries(insecure=frozenset(insecure), authfile=authfile or default_authfile())
 
     async def main() -> T:
         try:
@@ -197,18 +199,17 @@ class _Bar:
             console=Console(stderr=True),
             transient=True,
         )
-        self.tasks: dict[Digest, object] = {}
+        self.tasks: dict[Digest, tuple[TaskID, int]] = {}
 
     def blob_started(self, digest: Digest, size: int) -> None:
-        self.tasks[digest] = self.progress.add_task(digest.short, total=size)
+        self.tasks[digest] = (self.progress.add_task(digest.short, total=size), size)
 
     def blob_advanced(self, digest: Digest, done: int) -> None:
-        self.progress.update(self.tasks[digest], completed=done)  # type: ignore[arg-type]
+        self.progress.update(self.tasks[digest][0], completed=done)
 
     def blob_finished(self, digest: Digest, how: str) -> None:
-        task = self.tasks[digest]
-        total = self.progress.tasks[task].total  # type: ignore[index]
-        self.progress.update(task, completed=total, description=f"{digest.short} {how}")  # type: ignore[arg-type]
+        task, size = self.tasks[digest]
+        self.progress.update(task, completed=size, description=f"{digest.short} {how}")
 
 
 @image.command(name="copy")

@@ -110,7 +110,7 @@ class RegistryAuth(httpx.Auth):
 
     def _token_request(self, scopes: frozenset[str]) -> httpx.Request:
         realm = self._bearer.get("realm", "")
-        params: list[tuple[str, str]] = []
+        params: list[tuple[str, str | int | float | bool | None]] = []
         if self._bearer.get("service"):
             params.append(("service", self._bearer["service"]))
         params.extend(("scope", scope) for scope in sorted(scopes))

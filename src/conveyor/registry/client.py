@@ -464,7 +464,7 @@ class DistributionRegistry:
                 f"{self.endpoint.host} opened an upload to {repository} without a Location",
                 registry=self.endpoint.host,
             )
-        return urljoin(str(response.url), location)
+        return str(urljoin(str(response.url), location))
 
     async def push_blob(self, repository: Repository, content: bytes) -> Digest:
         """Upload a small blob monolithically (POST then PUT) unless it exists."""

@@ -77,7 +77,7 @@ async def inspect_image(registry: DistributionRegistry, ref: ImageRef) -> ImageI
     """Fetch (and verify) the manifest, its children and their configs."""
     repository = ref.repository
     top = await registry.fetch_manifest(repository, ref.digest or ref.reference)
-    children = [top]
+    children: list[Manifest] = [top]
     if top.is_index:
         wanted = [
             child
@@ -85,17 +85,16 @@ async def inspect_image(registry: DistributionRegistry, ref: ImageRef) -> ImageI
             if child.media_type in manifests.IMAGE_TYPES
             and (child.platform is None or child.platform.os != "unknown")
         ]
-        children = [None] * len(wanted)  # type: ignore[list-item]
+        fetched: dict[int, Manifest] = {}
 
         async def fetch(i: int, digest: Digest) -> None:
-            children[i] = await registry.fetch_manifest(repository, digest)
+            fetched[i] = await registry.fetch_manifest(repository, digest)
 
         async with _tasks.task_group() as group:
-            for i, child in enumerate(wanted):
-                group.start_soon(fetch, i, child.digest)
-    platforms = []
-    for child in children:
-        platforms.append(await _platform_image(registry, repository, child))
+            for i, descriptor in enumerate(wanted):
+                group.start_soon(fetch, i, descriptor.digest)
+        children = [fetched[i] for i in range(len(wanted))]
+    platforms = [await _platform_image(registry, repository, child) for child in children]
     size = len(top.raw) + sum(len(c.raw) for c in children if c is not top)
     size += sum(p.size for p in platforms)
     return ImageInfo(

@@ -118,3 +118,48 @@ class TestImageCommands:
         result = invoke("image", "resolve", f"{anonymous_registry.host}/src/single:v1")
         assert result.exit_code == 1
         assert "TLS" in result.stderr or "unreachable" in result.stderr
+
+
+class TestProgress:
+    def test_progress_bar_only_on_a_terminal(
+        self, anonymous_registry, second_registry, images, repo_name
+    ):
+        """On a terminal stderr shows blob progress; stdout keeps only the result."""
+        import os
+        import pty
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        conveyor = str(Path(sys.executable).with_name("conveyor"))
+        env = dict(os.environ, **insecure(anonymous_registry, second_registry), COLUMNS="120")
+        args = [
+            conveyor,
+            "image",
+            "copy",
+            f"{anonymous_registry.host}/src/layers:v1",
+            f"{second_registry.host}/{repo_name}:v1",
+        ]
+        primary, secondary = pty.openpty()
+        try:
+            done = subprocess.run(
+                args, env=env, stdout=subprocess.PIPE, stderr=secondary, timeout=60
+            )
+            os.close(secondary)
+            chunks = []
+            while True:
+                try:
+                    data = os.read(primary, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            os.close(primary)
+        terminal = b"".join(chunks).decode(errors="replace")
+        assert done.returncode == 0
+        assert "copied" in terminal and "sha256:" in terminal
+        assert done.stdout.decode().startswith(f"Copied {anonymous_registry.host}/src/layers@")
+        piped = subprocess.run(args, env=env, capture_output=True, timeout=60)
+        assert piped.returncode == 0 and piped.stderr == b""
