@@ -22,6 +22,16 @@ from tests.support.registry import (
     start_registry,
 )
 
+REGISTRY_FIXTURES = {"anonymous_registry", "second_registry", "basic_registry", "token_registry"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start real registries are `slow` (CI runs them; -m "not slow" skips)."""
+    for item in items:
+        if REGISTRY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 BASIC_USER, BASIC_PASSWORD = "alice", "basic-Pa55-word"
 TOKEN_USER, TOKEN_PASSWORD = "pusher", "token-Pa55-word"
 
