@@ -5,8 +5,9 @@ manifests by digest, then the index (or manifest) bytes, unchanged, so the
 digest is the same in every registry. Within one registry, blobs are
 cross-repository mounted (no layer bytes pass through Conveyor); between
 registries they are streamed GET -> PUT in chunks, a few at a time, skipping
-blobs the destination already has. Memory stays bounded by
-``concurrency x CHUNK_SIZE`` whatever the layer size.
+blobs the destination already has. Chunks are passed on as the socket
+delivers them (httpcore reads 64 KiB at a time), so memory stays bounded by
+``concurrency x`` a few socket reads, whatever the layer size.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from conveyor.registry import _tasks, manifests
 from conveyor.registry.client import DistributionRegistry
 from conveyor.registry.manifests import Descriptor, Manifest
 
-# Big enough for throughput, small enough that concurrency x chunk stays a few MiB.
-CHUNK_SIZE = 1024 * 1024
 # Concurrent blob transfers per copy (skopeo copies 6 layers at a time).
 BLOB_CONCURRENCY = 6
 # A streamed blob cannot be replayed inside one request, so the whole transfer
@@ -137,7 +136,7 @@ class _Copy:
                 location,
                 digest=digest,
                 size=descriptor.size,
-                chunks=self._checked(response.aiter_bytes(CHUNK_SIZE), descriptor),
+                chunks=self._checked(response.aiter_raw(), descriptor),
                 what=what,
             )
 
