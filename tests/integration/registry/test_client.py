@@ -102,6 +102,24 @@ class TestTags:
         assert sorted(found) == sorted({"v1", "b-1", "a-2", "c-3"})
         assert len(found) == len(set(found))
 
+    async def test_2_8_2_ignoring_page_size_is_tolerated(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """2.8.2 ignores n= and sends no Link: a repeated full page ends the listing."""
+        client = client_for(anonymous_registry)
+        source = PinnedImage(
+            repository=Repository(anonymous_registry.host, "src/single"),
+            digest=Digest.parse(images.single),
+        )
+        target = Repository(anonymous_registry.host, repo_name)
+        await client.copy(source, to=target, tag="t1")
+        for tag in ("t2", "t3", "t4", "t5"):
+            await client.retag(PinnedImage(repository=target, digest=source.digest), tag)
+        raw = httpx.get(f"{anonymous_registry.url}/v2/{repo_name}/tags/list?n=2").json()
+        assert len(raw["tags"]) == 5  # the quirk: n is ignored
+        found = await client.list_tags(target, page_size=2)
+        assert sorted(found) == ["t1", "t2", "t3", "t4", "t5"]
+
     async def test_retag_keeps_the_digest(self, anonymous_registry, images, client_for):
         """A retag points the new tag at exactly the same digest."""
         client = client_for(anonymous_registry)
