@@ -62,12 +62,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from conveyor.cli import config_commands, db_commands, runs, select, server
+    from conveyor.cli import config_commands, db_commands, image, runs, select, server
 
     commands: list[click.Command] = [
         config_commands.validate,
         config_commands.schema,
         db_commands.db,
+        image.image,
         select.select_command,
         *runs.COMMANDS,
         *server.COMMANDS,

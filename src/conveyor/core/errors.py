@@ -16,7 +16,16 @@ ConveyorError
 ├── AccessDenied              401 / 403 on the API (token missing, invalid or too weak)
 ├── StepFailed                terminal business failure of a step
 └── IntegrationError          raised by adapters; `retryable` says whether to try again
-    ├── RegistryError
+    ├── RegistryError                 (carries the registry host)
+    │   ├── RegistryUnauthorized      401: credentials missing or rejected       terminal
+    │   ├── RegistryForbidden         403: authenticated, not allowed            terminal
+    │   ├── RepositoryUnknown         NAME_UNKNOWN                               terminal
+    │   ├── ManifestUnknown           MANIFEST_UNKNOWN / 404 on a manifest       terminal
+    │   ├── DigestMismatch            body hash differs from the digest asked    terminal
+    │   ├── UnsupportedMediaType      schema1, or a type Conveyor cannot copy    terminal
+    │   ├── RegistryRequestRejected   any other 4xx (bad request, too large...)  terminal
+    │   ├── CredentialsUnavailable    docker config / credential helper failed   terminal
+    │   └── RegistryUnavailable       429, 5xx, timeout, connection refused      retryable
     ├── ScannerError
     ├── DeployError
     └── DatabaseUnavailable   the state database cannot be reached or opened
@@ -166,6 +175,64 @@ class IntegrationError(ConveyorError):
 
 class RegistryError(IntegrationError):
     """The registry failed."""
+
+    def __init__(self, message: str | None = None, *, registry: str = "") -> None:
+        self.registry = registry
+        super().__init__(message)
+
+
+class RegistryUnauthorized(RegistryError):
+    """The registry rejected the credentials (401); check the username and password for it."""
+
+    retryable: ClassVar[bool] = False
+
+
+class RegistryForbidden(RegistryError):
+    """The registry refused the operation for these credentials (403)."""
+
+    retryable: ClassVar[bool] = False
+
+
+class RepositoryUnknown(RegistryError):
+    """The repository does not exist in the registry."""
+
+    retryable: ClassVar[bool] = False
+
+
+class ManifestUnknown(RegistryError):
+    """No manifest with this tag or digest exists in the repository."""
+
+    retryable: ClassVar[bool] = False
+
+
+class DigestMismatch(RegistryError):
+    """The content the registry sent does not hash to the digest asked for; refusing it."""
+
+    retryable: ClassVar[bool] = False
+
+
+class UnsupportedMediaType(RegistryError):
+    """The registry returned a media type Conveyor does not handle (e.g. Docker schema1)."""
+
+    retryable: ClassVar[bool] = False
+
+
+class RegistryRequestRejected(RegistryError):
+    """The registry rejected the request (4xx)."""
+
+    retryable: ClassVar[bool] = False
+
+
+class CredentialsUnavailable(RegistryError):
+    """The registry credentials could not be read (docker config.json or credential helper)."""
+
+    retryable: ClassVar[bool] = False
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry is unavailable (429, 5xx, timeout or connection error); try again later."""
+
+    retryable: ClassVar[bool] = True
 
 
 class ScannerError(IntegrationError):

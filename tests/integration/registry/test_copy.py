@@ -1,0 +1,216 @@
+"""Copy by digest between repositories and registries; the digest must survive."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from conveyor.core import errors
+from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
+from conveyor.registry.copy import copy_image
+from tests.support.registry import QuietHandler, RegistryProcess, serve_http, skopeo_digest
+
+from .conftest import TOKEN_PASSWORD, TOKEN_USER
+
+
+def pinned(registry, name: str, digest: str) -> PinnedImage:
+    return PinnedImage(repository=Repository(registry.host, name), digest=Digest.parse(digest))
+
+
+class TestSameRegistry:
+    async def test_single_image_is_mounted_not_copied(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """Within one registry every blob is mounted: no layer bytes pass through Conveyor."""
+        client = client_for(anonymous_registry)
+        source = pinned(anonymous_registry, "src/layers", images.layers)
+        result = await copy_image(
+            client,
+            source,
+            destination=client,
+            to=Repository(anonymous_registry.host, repo_name),
+            tag="v1",
+        )
+        assert result.blobs_mounted == 5  # config + 4 layers
+        assert (result.blobs_copied, result.bytes_copied) == (0, 0)
+        assert result.image.digest == source.digest
+        assert skopeo_digest(f"{anonymous_registry.host}/{repo_name}:v1") == images.layers
+        assert (
+            skopeo_digest(f"{anonymous_registry.host}/{repo_name}@{images.layers}") == images.layers
+        )
+
+    async def test_index_with_every_child(self, anonymous_registry, images, client_for, repo_name):
+        """A multi-platform index is copied with every child by digest, then the index."""
+        client = client_for(anonymous_registry)
+        source = pinned(anonymous_registry, "src/multi", images.multi)
+        result = await copy_image(
+            client,
+            source,
+            destination=client,
+            to=Repository(anonymous_registry.host, repo_name),
+            tag="v2",
+        )
+        assert result.manifests == 3
+        assert skopeo_digest(f"{anonymous_registry.host}/{repo_name}:v2") == images.multi
+        for child in (images.amd64, images.arm64):
+            assert skopeo_digest(f"{anonymous_registry.host}/{repo_name}@{child}") == child
+
+    async def test_index_needs_all_platforms(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """Copying an index without all_platforms is refused, naming its platforms."""
+        client = client_for(anonymous_registry)
+        with pytest.raises(errors.InvalidInput) as caught:
+            await copy_image(
+                client,
+                pinned(anonymous_registry, "src/multi", images.multi),
+                destination=client,
+                to=Repository(anonymous_registry.host, repo_name),
+                all_platforms=False,
+            )
+        assert "multi-platform index" in str(caught.value)
+        assert f"linux/arm64 {images.arm64}" in str(caught.value)
+        assert "--all-platforms" in str(caught.value)
+
+
+class TestAcrossRegistries:
+    async def test_streams_layers_then_skips_existing(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """Between registries blobs are streamed; a second copy finds them all present."""
+        source = pinned(anonymous_registry, "src/layers", images.layers)
+        target = Repository(second_registry.host, repo_name)
+        first = await copy_image(
+            client_for(anonymous_registry),
+            source,
+            destination=client_for(second_registry),
+            to=target,
+        )
+        assert (first.blobs_copied, first.blobs_mounted, first.blobs_skipped) == (5, 0, 0)
+        assert first.bytes_copied > 800_000
+        assert skopeo_digest(f"{second_registry.host}/{repo_name}@{images.layers}") == images.layers
+        again = await copy_image(
+            client_for(anonymous_registry),
+            source,
+            destination=client_for(second_registry),
+            to=target,
+            tag="t",
+        )
+        assert (again.blobs_copied, again.blobs_skipped) == (0, 5)
+        assert skopeo_digest(f"{second_registry.host}/{repo_name}:t") == images.layers
+
+    async def test_index_to_token_registry_over_tls(
+        self, anonymous_registry, token_registry, ca, images, client_for, repo_name
+    ):
+        """An index reaches a token-auth TLS registry with the same digest and the tag."""
+        destination = client_for(
+            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
+        )
+        result = await copy_image(
+            client_for(anonymous_registry),
+            pinned(anonymous_registry, "src/multi", images.multi),
+            destination=destination,
+            to=Repository(token_registry.host, repo_name),
+            tag="release",
+        )
+        assert result.image.digest == Digest.parse(images.multi)
+        assert result.manifests == 3
+        got = skopeo_digest(
+            f"{token_registry.host}/{repo_name}:release", creds=f"{TOKEN_USER}:{TOKEN_PASSWORD}"
+        )
+        assert got == images.multi
+
+
+def tampering_proxy(upstream: str, *, target: str = "/manifests/"):
+    """A loopback proxy that changes one byte of every manifest (or blob) body it forwards."""
+
+    class Handler(QuietHandler):
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {
+                k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+            }
+            response = httpx.request(
+                self.command, upstream + self.path, headers=headers, content=body
+            )
+            content = response.content
+            if self.command == "GET" and target in self.path and response.status_code == 200:
+                at = (
+                    content.index(b"sha256:", 20) + 7
+                    if target == "/manifests/"
+                    else len(content) // 2
+                )
+                flipped = b"0" if content[at : at + 1] != b"0" else b"1"
+                content = content[:at] + flipped + content[at + 1 :]
+            out = {
+                k: v
+                for k, v in response.headers.items()
+                if k.lower()
+                not in ("content-length", "transfer-encoding", "connection", "content-encoding")
+            }
+            self.reply(response.status_code, content, out)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+    return serve_http(Handler)
+
+
+class TestTampering:
+    async def test_altered_manifest_byte_is_refused(self, anonymous_registry, images, client_for):
+        """A manifest altered in transit is refused with DigestMismatch, by tag and by digest."""
+        with tampering_proxy(anonymous_registry.url) as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            client = client_for(proxy)
+            for reference in ("src/single:v1", f"src/single@{images.single}"):
+                with pytest.raises(errors.DigestMismatch) as caught:
+                    await client.resolve(ImageRef.parse(f"{proxy.host}/{reference}"))
+                assert "refusing it" in str(caught.value)
+                assert caught.value.retryable is False
+
+    async def test_copy_through_tampering_proxy_is_refused(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """A copy whose source manifest is altered stops before anything is pushed."""
+        with tampering_proxy(anonymous_registry.url) as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            destination = client_for(second_registry)
+            with pytest.raises(errors.DigestMismatch):
+                await copy_image(
+                    client_for(proxy),
+                    pinned(proxy, "src/multi", images.multi),
+                    destination=destination,
+                    to=Repository(second_registry.host, repo_name),
+                )
+        with pytest.raises((errors.ManifestUnknown, errors.RepositoryUnknown)):
+            await destination.resolve(
+                ImageRef.parse(f"{second_registry.host}/{repo_name}@{images.multi}")
+            )
+
+    async def test_altered_blob_is_not_committed(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """A layer altered in transit is refused and never committed at the destination."""
+        with tampering_proxy(anonymous_registry.url, target="/blobs/") as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            destination = client_for(second_registry)
+            with pytest.raises(errors.DigestMismatch) as caught:
+                await copy_image(
+                    client_for(proxy),
+                    pinned(proxy, "src/layers", images.layers),
+                    destination=destination,
+                    to=Repository(second_registry.host, repo_name),
+                )
+        assert "does not hash to its digest" in str(caught.value)
+        manifest = await client_for(anonymous_registry).fetch_manifest(
+            Repository(anonymous_registry.host, "src/layers"), Digest.parse(images.layers)
+        )
+        target = Repository(second_registry.host, repo_name)
+        present = [await destination.has_blob(target, blob.digest) for blob in manifest.blobs]
+        assert not all(present)
