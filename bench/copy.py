@@ -18,27 +18,27 @@ import sys
 # import path before anything imports the stdlib `copy` module.
 sys.path[:] = [p for p in sys.path if not p.endswith("bench")]
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import anyio  # noqa: E402
-from tests.support.registry import ImageLayout, RegistryProcess, start_registry  # noqa: E402
+import anyio
+from tests.support.registry import ImageLayout, RegistryProcess, start_registry
 
-from conveyor.core.images import ImageRef, PinnedImage  # noqa: E402
-from conveyor.registry.client import DistributionRegistry  # noqa: E402
-from conveyor.registry.copy import copy_image  # noqa: E402
-from conveyor.registry.endpoints import RegistryEndpoint  # noqa: E402
+from conveyor.core.images import ImageRef, PinnedImage
+from conveyor.registry.client import DistributionRegistry
+from conveyor.registry.copy import copy_image
+from conveyor.registry.endpoints import RegistryEndpoint
 
 IMAGES = ("small", "layered", "multi")
 CONVEYOR = str(ROOT / ".venv/bin/conveyor")
