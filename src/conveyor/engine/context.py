@@ -11,7 +11,7 @@ from typing import Protocol
 from conveyor.config import models
 from conveyor.config.steps import StepCommon
 from conveyor.core import gates
-from conveyor.core.credentials import Credentials
+from conveyor.core.credentials import Credentials, Secret
 from conveyor.core.images import PinnedImage
 from conveyor.core.ports import Registry
 
@@ -62,6 +62,10 @@ class StepContext:
     # Relative paths in the step's config (a build context) are relative to the config files.
     config_dir: Path = field(default_factory=Path)
     gate: GateFacts | None = None
+    # Who approved this run's gates so far (GitOps commit messages name them).
+    approvers: tuple[str, ...] = ()
+    # Reads a secret the config names by environment variable (never logged).
+    secret: Callable[[str], Secret | None] = field(default=lambda name: None)
     check_promotion: Callable[[], gates.Decision] | None = None
     # The inherited part of the process environment (PATH, HOME, ...), chosen by settings.
     base_env: Mapping[str, str] = field(default_factory=dict)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from conveyor.config import models
 from conveyor.config import steps as step_configs
 from conveyor.core import gates
+from conveyor.core.credentials import Secret
 from conveyor.core.errors import ConveyorError, StepFailed
 from conveyor.core.images import PinnedImage
 from conveyor.core.runs import RunStatus, StepStatus, Succeeded, Waiting, recover_step
@@ -33,7 +34,7 @@ from conveyor.engine.context import GateFacts, StepContext
 from conveyor.engine.steps.table import RUNNERS, StepRunner
 from conveyor.service import environments, runs, triggers
 from conveyor.service.context import Services
-from conveyor.store import claims, logs, tables
+from conveyor.store import approvals, claims, logs, tables
 from conveyor.store.database import unit_of_work
 
 # How long a claim lasts without renewal; renewed every third of it while a step runs.
@@ -353,6 +354,15 @@ class Worker:
                     opened_at=step.started_at or self.services.clock(),
                 )
             image = runs.image_of(run)
+            approvers = tuple(
+                sorted(
+                    {
+                        a.user
+                        for a in approvals.list_approvals(session, run_id)
+                        if a.decision == "approve"
+                    }
+                )
+            )
             facts = (
                 run.id,
                 run.pipeline,
@@ -386,8 +396,14 @@ class Worker:
             gate=gate,
             check_promotion=self._promotion_check(environment, image),
             base_env=self.services.base_env,
+            approvers=approvers,
+            secret=self._secret,
         )
         return context, runner
+
+    def _secret(self, name: str) -> Secret | None:
+        value = self.services.environ.get(name)
+        return Secret(value) if value else None
 
     def _promotion_check(
         self, environment: str | None, image: PinnedImage | None

@@ -5,16 +5,25 @@ Deployers are listed in DEPLOYERS; each takes a PinnedImage, never a tag.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import shutil
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import ClassVar
 
 from conveyor.config.steps import DEPLOYERS as DEPLOYER_CONFIGS
-from conveyor.config.steps import CommandDeployer, DeployStep, RegistryTagDeployer
+from conveyor.config.steps import (
+    CommandDeployer,
+    DeployStep,
+    GitOpsDeployer,
+    RegistryDeployer,
+    RegistryTagDeployer,
+)
 from conveyor.core import gates
 from conveyor.core.errors import StepFailed
-from conveyor.core.images import PinnedImage
+from conveyor.core.images import PinnedImage, Repository
 from conveyor.core.runs import StepOutcome, Succeeded
+from conveyor.deployers import gitops
 from conveyor.engine.context import StepContext
 from conveyor.engine.steps._process import run_process
 from conveyor.engine.steps.command import render, timeout_of
@@ -64,8 +73,83 @@ async def deploy_registry_tag(
     return {"tag": tag, "image": reference}
 
 
+async def deploy_gitops(
+    step: StepContext, config: DeployStep, image: PinnedImage, reference: str
+) -> dict[str, str]:
+    """Commit the digest to a git repository (kustomize, Helm values or any YAML file)."""
+    settings = GitOpsDeployer.model_validate(config.with_)
+    repository = settings.repository
+    if "://" not in repository and not repository.startswith("git@"):
+        repository = str((step.config_dir / repository).resolve())
+        settings = settings.model_copy(update={"repository": repository})
+    token = step.secret(settings.credentials_env) if settings.credentials_env else None
+    if settings.credentials_env and token is None:
+        raise StepFailed(
+            f"gitops: environment variable {settings.credentials_env} (credentials_env) is not set"
+        )
+    checkout = step.workdir / f"gitops-{step.step_index}"
+    if checkout.exists():
+        shutil.rmtree(checkout)
+    env = {**step.environ(), **gitops.git_environment(settings, token)}
+
+    async def run_git(args: Sequence[str], cwd: Path) -> tuple[int, str]:
+        lines: list[str] = []
+
+        def keep(line: str, *, stream: str = "stdout") -> None:
+            lines.append(line)
+            step.log(line, stream=stream)
+
+        code = await run_process(
+            ["git", *args], env=env, cwd=cwd, log=keep, timeout=300, what=f"git {args[0]}"
+        )
+        return code, "\n".join(lines)
+
+    change = gitops.Change(image=image, reference=reference)
+    deploy = gitops.GitOpsDeploy(
+        settings=settings,
+        change=change,
+        checkout=checkout,
+        run_git=run_git,
+        message=gitops.commit_message(
+            pipeline=step.pipeline, run_id=step.run_id, change=change, approvers=step.approvers
+        ),
+        branch_for_review=f"conveyor/{step.pipeline}-run-{step.run_id}",
+        log=step.log,
+    )
+    return await deploy.run(dry_run=config.dry_run)
+
+
+async def deploy_registry(
+    step: StepContext, config: DeployStep, image: PinnedImage, reference: str
+) -> dict[str, str]:
+    """Copy the digest into another repository or registry, optionally tagged; checked."""
+    settings = RegistryDeployer.model_validate(config.with_)
+    if step.source_registry is None:
+        raise StepFailed("the run's image has no configured registry to copy from")
+    target_name = settings.registry or step.source_registry
+    target = step.registries.definition(target_name)
+    to = Repository(target.host, settings.repository or image.repository.name)
+    tag = render(settings.tag, step) if settings.tag else None
+    shown = f"{to}:{tag}" if tag else f"{to}@{image.digest}"
+    if config.dry_run:
+        step.log(f"dry run: would copy {image} to {shown}")
+        return {"dry_run": "true", "destination": shown}
+    if target_name != step.source_registry:
+        raise StepFailed(
+            f"copying from registry '{step.source_registry}' to '{target_name}' is not wired into "
+            "the deploy step yet; use `conveyor image copy` or a registry in the same registry"
+        )
+    copied = await step.registries.client(target_name).copy(image, to=to, tag=tag)
+    if copied.digest != image.digest:
+        raise StepFailed(f"{shown} holds {copied.digest} after the copy, not {image.digest}")
+    step.log(f"copied {image} to {shown}")
+    return {"destination": shown, "image": f"{to}@{image.digest}"}
+
+
 DEPLOYERS: dict[str, Deploy] = {
     "command": deploy_command,
+    "gitops": deploy_gitops,
+    "registry": deploy_registry,
     "registry-tag": deploy_registry_tag,
 }
 
