@@ -27,3 +27,4 @@ def test_demo_walks_the_story() -> None:
     assert "same digest: what ships is what was tested" in output
     assert "prerelease-cd[0]: matched: push of team/myapp:myapp-V1.0.0 matches" in output
     assert "Error: 'ann' may not decide this gate; allowed: group qa" in output
+    assert "production's overlay = myapp-V1.0.0's digest" in output

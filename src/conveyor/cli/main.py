@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a Conveyor error (printed as `Error: ...`),
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -27,7 +28,7 @@ class ConveyorGroup(click.Group):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
             raise
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
@@ -82,4 +83,10 @@ _register()
 
 def main() -> None:
     """Console-script entry point."""
-    sys.exit(cli.main(prog_name="conveyor", standalone_mode=True))
+    try:
+        sys.exit(cli.main(prog_name="conveyor", standalone_mode=True))
+    except BrokenPipeError:
+        # The reader went away (`conveyor runs list | head`): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
