@@ -12,6 +12,7 @@ from conveyor import settings as settings_module
 from conveyor.config import loader, models
 from conveyor.core.credentials import Credentials, Secret
 from conveyor.core.errors import DatabaseUnavailable, InvalidInput, NotFound
+from conveyor.core.images import PinnedImage, Repository
 from conveyor.core.ports import Registry
 from conveyor.service.context import Services
 from conveyor.store import database, schema
@@ -60,6 +61,26 @@ class ConfiguredRegistries:
             username=self.environ[reference.username_env],
             password=Secret(self.environ[reference.password_env]),
         )
+
+    async def transfer(
+        self,
+        image: PinnedImage,
+        *,
+        source: str,
+        destination: str,
+        to: Repository,
+        tag: str | None = None,
+    ) -> PinnedImage:
+        """Copy a digest from one configured registry to another (streamed, checked)."""
+        from conveyor.registry.wiring import ConfiguredRegistry, copy_between
+
+        from_client, to_client = self.client(source), self.client(destination)
+        if not (
+            isinstance(from_client, ConfiguredRegistry)
+            and isinstance(to_client, ConfiguredRegistry)
+        ):
+            raise InvalidInput("copying between registries needs the OCI Distribution client")
+        return await copy_between(from_client, image, destination=to_client, to=to, tag=tag)
 
     def client(self, name: str) -> Registry:
         if name not in self._clients:

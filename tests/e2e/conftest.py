@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -29,19 +30,20 @@ def _require(*tools: str) -> None:
         pytest.skip(message)
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
-    """A real CNCF distribution registry on 127.0.0.1, stopped after the test."""
+@contextlib.contextmanager
+def running_registry(directory: Path) -> Iterator[str]:
+    """A real CNCF distribution registry on 127.0.0.1 storing under ``directory``."""
     _require("docker-registry", "skopeo", "buildah")
+    directory.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{_free_port()}"
-    config = tmp_path / "registry.yml"
+    config = directory / "registry.yml"
     config.write_text(
         textwrap.dedent(
             f"""\
             version: 0.1
             log: {{level: error}}
             storage:
-              filesystem: {{rootdirectory: {tmp_path / "registry-data"}}}
+              filesystem: {{rootdirectory: {directory / "registry-data"}}}
             http:
               addr: {address}
             """
@@ -65,6 +67,13 @@ def registry(tmp_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A real CNCF distribution registry on 127.0.0.1, stopped after the test."""
+    with running_registry(tmp_path) as address:
+        yield address
 
 
 def push_image(registry: str, reference: str, content: str, workdir: Path) -> str:

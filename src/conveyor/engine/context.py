@@ -12,7 +12,7 @@ from conveyor.config import models
 from conveyor.config.steps import StepCommon
 from conveyor.core import gates
 from conveyor.core.credentials import Credentials, Secret
-from conveyor.core.images import PinnedImage
+from conveyor.core.images import PinnedImage, Repository
 from conveyor.core.ports import Registry
 
 
@@ -30,6 +30,18 @@ class Registries(Protocol):
     def definition(self, name: str) -> models.Registry: ...
 
     def credentials(self, name: str) -> Credentials | None: ...
+
+    async def transfer(
+        self,
+        image: PinnedImage,
+        *,
+        source: str,
+        destination: str,
+        to: Repository,
+        tag: str | None = None,
+    ) -> PinnedImage:
+        """Copy a digest between two configured registries."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

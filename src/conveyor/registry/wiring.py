@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from conveyor.config import models
 from conveyor.core.credentials import Credentials
 from conveyor.core.images import ImageRef, PinnedImage, Repository
+from conveyor.registry import copy
 from conveyor.registry.client import DistributionRegistry
 from conveyor.registry.endpoints import RegistryEndpoint
 
@@ -53,6 +54,23 @@ class ConfiguredRegistry:
             if to == image.repository and tag is not None:
                 return await client.retag(image, tag)
             return await client.copy(image, to=to, tag=tag)
+
+
+async def copy_between(
+    source: ConfiguredRegistry,
+    image: PinnedImage,
+    *,
+    destination: ConfiguredRegistry,
+    to: Repository,
+    tag: str | None = None,
+) -> PinnedImage:
+    """Copy exactly this digest (every platform) into another registry; checked afterwards."""
+    async with (
+        DistributionRegistry(source.endpoint) as from_client,
+        DistributionRegistry(destination.endpoint) as to_client,
+    ):
+        result = await copy.copy_image(from_client, image, destination=to_client, to=to, tag=tag)
+    return result.image
 
 
 def client_for(definition: models.Registry, credentials: Credentials | None) -> ConfiguredRegistry:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from conveyor.config import models
 from conveyor.config.loader import Definitions
 from conveyor.core.credentials import Credentials
+from conveyor.core.images import PinnedImage, Repository
 from conveyor.core.ports import Registry
 
 
@@ -24,6 +25,18 @@ class Registries(Protocol):
     def definition(self, name: str) -> models.Registry: ...
 
     def credentials(self, name: str) -> Credentials | None: ...
+
+    async def transfer(
+        self,
+        image: PinnedImage,
+        *,
+        source: str,
+        destination: str,
+        to: Repository,
+        tag: str | None = None,
+    ) -> PinnedImage:
+        """Copy a digest between two configured registries."""
+        ...
 
 
 def utc_now() -> datetime:

@@ -135,11 +135,11 @@ async def deploy_registry(
         step.log(f"dry run: would copy {image} to {shown}")
         return {"dry_run": "true", "destination": shown}
     if target_name != step.source_registry:
-        raise StepFailed(
-            f"copying from registry '{step.source_registry}' to '{target_name}' is not wired into "
-            "the deploy step yet; use `conveyor image copy` or a registry in the same registry"
+        copied = await step.registries.transfer(
+            image, source=step.source_registry, destination=target_name, to=to, tag=tag
         )
-    copied = await step.registries.client(target_name).copy(image, to=to, tag=tag)
+    else:
+        copied = await step.registries.client(target_name).copy(image, to=to, tag=tag)
     if copied.digest != image.digest:
         raise StepFailed(f"{shown} holds {copied.digest} after the copy, not {image.digest}")
     step.log(f"copied {image} to {shown}")
