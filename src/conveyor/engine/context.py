@@ -8,40 +8,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.config import models
 from conveyor.config.steps import StepCommon
 from conveyor.core import gates
-from conveyor.core.credentials import Credentials, Secret
-from conveyor.core.images import PinnedImage, Repository
-from conveyor.core.ports import Registry
+from conveyor.core.credentials import Secret
+from conveyor.core.images import PinnedImage
+from conveyor.service.context import Registries
 
 
 class LogSink(Protocol):
     """Appends one line to the step's log (durably, so `logs --follow` sees it)."""
 
     def __call__(self, line: str, *, stream: str = "stdout") -> None: ...
-
-
-class Registries(Protocol):
-    """Gives a registry client for a configured registry name."""
-
-    def client(self, name: str) -> Registry: ...
-
-    def definition(self, name: str) -> models.Registry: ...
-
-    def credentials(self, name: str) -> Credentials | None: ...
-
-    async def transfer(
-        self,
-        image: PinnedImage,
-        *,
-        source: str,
-        destination: str,
-        to: Repository,
-        tag: str | None = None,
-    ) -> PinnedImage:
-        """Copy a digest between two configured registries."""
-        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
