@@ -345,3 +345,40 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
     }
     assert described == served
     assert document["paths"]["/api/v1/runs"]["post"]["x-conveyor-role"] == "operator"
+
+
+def test_missing_digest_is_resolved_from_the_registry(tmp_path: Path) -> None:
+    """A Docker Hub push (no digest) is resolved through the endpoint's registry before matching."""
+    registry = InMemoryRegistry(host=HOST)
+    pushed = registry.push("myteam/myapp", "myapp-V1.4.2", b"hub image")
+    (tmp_path / "conveyor.yaml").write_text(
+        f"registries:\n  hub: {{url: 'http://{HOST}', tls: {{insecure: true}}}}\n"
+        "sources:\n  myapp: {registry: hub, repository: myteam/myapp}\n"
+        "webhooks:\n  hub: {format: dockerhub, registry: hub, auth: basic, secret_env: HOOK_SECRET}\n"
+        "pipelines:\n  cd:\n    source: {artifact: myapp}\n    triggers:\n"
+        "      - registry_event: {source: myapp, events: [push], tag: '^myapp-V'}\n"
+        "    steps: [{type: command, run: 'true'}]\n"
+    )
+    definitions = loader.load(tmp_path / "conveyor.yaml")
+    services = Services(
+        definitions=definitions,
+        engine=wiring.open_database(f"sqlite:///{tmp_path / 'state.db'}"),
+        registries=wiring.ConfiguredRegistries(definitions.registries, {}, lambda d, c: registry),
+        data_dir=tmp_path / "data",
+        clock=Clock(),
+        environ={"HOOK_SECRET": SECRET},
+    )
+    body = (FIXTURES / "dockerhub-push.json").read_bytes()
+    with TestClient(build_app(services), base_url="http://127.0.0.1") as test_client:
+        response = test_client.post(
+            "/hooks/hub",
+            content=body,
+            headers={"Content-Type": "application/json", **_credentials("basic", body, SECRET)},
+        )
+    assert response.status_code == 202, response.text
+    events.process_pending(services, owner="t")
+    [event] = events.list_events(services, limit=5)
+    assert event["digest"] is None  # the sender did not say
+    assert event["outcome"]["resolved"] == {"tags": ["myapp-V1.4.2"], "digest": str(pushed.digest)}
+    assert event["outcome"]["triggers"][0]["matched"] is True
+    services.engine.dispose()

@@ -99,7 +99,9 @@ def _store(
             sender=event.sender,
             delivery_id=event.delivery_id,
             kind=str(event.kind),
-            registry_host=event.registry or registry,
+            # An endpoint tied to a configured registry speaks for it: its host wins over
+            # whatever public name the sender uses (docker.io, harbor.example.com, ...).
+            registry_host=registry or event.registry or "",
             repository=event.repository,
             tag=event.tag,
             digest=str(event.digest) if event.digest else None,
