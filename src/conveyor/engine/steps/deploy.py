@@ -10,11 +10,17 @@ from datetime import timedelta
 from typing import ClassVar
 
 from conveyor.config.steps import DEPLOYERS as DEPLOYER_CONFIGS
-from conveyor.config.steps import CommandDeployer, DeployStep, RegistryTagDeployer
+from conveyor.config.steps import (
+    CommandDeployer,
+    DeployStep,
+    KubernetesDeployer,
+    RegistryTagDeployer,
+)
 from conveyor.core import gates
 from conveyor.core.errors import StepFailed
 from conveyor.core.images import PinnedImage
 from conveyor.core.runs import StepOutcome, Succeeded
+from conveyor.deployers import kubernetes
 from conveyor.engine.context import StepContext
 from conveyor.engine.steps._process import run_process
 from conveyor.engine.steps.command import render, timeout_of
@@ -64,9 +70,29 @@ async def deploy_registry_tag(
     return {"tag": tag, "image": reference}
 
 
+async def deploy_kubernetes(
+    step: StepContext, config: DeployStep, image: PinnedImage, reference: str
+) -> dict[str, str]:
+    """Set a workload's image to the digest reference and wait for the rollout."""
+    settings = KubernetesDeployer.model_validate(config.with_)
+    deployer = kubernetes.KubernetesDeployer(settings, config_dir=step.config_dir)
+    rollout = kubernetes.Rollout(
+        image=image,
+        reference=reference,
+        run_id=step.run_id,
+        timeout=timeout_of(config, DeployRunner.default_timeout),
+        dry_run=config.dry_run,
+        log=step.log,
+        now=step.now,
+        sleep=step.sleep,
+    )
+    return await deployer.deploy(rollout)
+
+
 DEPLOYERS: dict[str, Deploy] = {
     "command": deploy_command,
     "registry-tag": deploy_registry_tag,
+    "kubernetes": deploy_kubernetes,
 }
 
 

@@ -1,0 +1,1 @@
+"""Deployers: one module per outside system that runs images (kubernetes.py, ...)."""
