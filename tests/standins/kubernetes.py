@@ -89,6 +89,9 @@ class KubernetesStandIn:
     forbidden_namespaces: set[str] = field(default_factory=set)
     pods_forbidden_namespaces: set[str] = field(default_factory=set)
     seconds_per_get: float = 200.0
+    # image -> imageID the pods report instead of the image's own digest (a runtime that ran
+    # something else); empty in the honest case.
+    reported_image_ids: dict[str, str] = field(default_factory=dict)
     patches: list[Patch] = field(default_factory=list)
     workloads: dict[tuple[str, str, str], Json] = field(default_factory=dict)
     clocks: dict[tuple[str, str, str], Clock] = field(default_factory=dict)
@@ -179,7 +182,7 @@ class KubernetesStandIn:
                 pod
                 for (plural, ns, _), obj in self.workloads.items()
                 if ns == namespace and plural != "cronjobs"
-                for pod in _pods_of(obj)
+                for pod in _pods_of(obj, self.reported_image_ids)
                 if selector.items() <= pod["metadata"]["labels"].items()
             ]
         return JSONResponse(
@@ -313,7 +316,7 @@ def _deployment_status(
     ]
 
 
-def _pods_of(obj: Json) -> list[Json]:
+def _pods_of(obj: Json, reported: dict[str, str]) -> list[Json]:
     """The ready pods of the current template, each container with the imageID it would report."""
     status_ = obj.get("status", {})
     ready = status_.get("readyReplicas", status_.get("numberReady", 0))
@@ -325,7 +328,7 @@ def _pods_of(obj: Json) -> list[Json]:
         {
             "name": c["name"],
             "image": c["image"],
-            "imageID": _image_id(c["image"]),
+            "imageID": reported.get(c["image"]) or _image_id(c["image"]),
             "ready": True,
             "restartCount": 0,
         }

@@ -89,6 +89,10 @@ class KubernetesDeployer:
                 raise DeployError(
                     f"{self.where}: cannot reach the Kubernetes API at {server}: {exc}"
                 ) from exc
+            except ValueError as exc:  # lightkube's decoder (msgspec) refusing a response
+                raise DeployError(
+                    f"{self.where}: the Kubernetes API sent an object Conveyor cannot read: {exc}"
+                ) from exc
 
     async def _deploy(self, client: AsyncClient, rollout: Rollout) -> dict[str, str]:
         workload = await self._fetch(client)

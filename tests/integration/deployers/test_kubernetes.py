@@ -17,12 +17,17 @@ from typing import Any
 import httpx2
 import pytest
 
-from conveyor.config import steps
+from conveyor import wiring
+from conveyor.config import loader, steps
 from conveyor.core.errors import DeployError, StepFailed
 from conveyor.core.images import Digest, PinnedImage, Repository
 from conveyor.core.runs import Succeeded
 from conveyor.engine.context import StepContext
 from conveyor.engine.steps.table import RUNNERS
+from conveyor.engine.worker import Worker
+from conveyor.service import queries, runs
+from conveyor.service.context import Services
+from conveyor.testing import InMemoryRegistry
 from tests.standins.kubernetes import STRATEGIC, KubernetesStandIn, serve, write_kubeconfig
 
 NEW = Digest.of(b"new manifest")
@@ -370,6 +375,21 @@ class TestFailures:
 
 
 class TestPods:
+    def test_pods_running_another_digest_fail(
+        self, cluster: KubernetesStandIn, tmp_path: Path
+    ) -> None:
+        """Pods whose imageID does not carry the digest fail the step, naming the pods."""
+        cluster.add(workload())
+        other = f"registry.example.com/myteam/myapp@{Digest.of(b'other')}"
+        cluster.reported_image_ids[NEW_REF] = other
+        with pytest.raises(StepFailed) as failure:
+            run(deploy_step(tmp_path, container="myapp")[0])
+        assert str(failure.value) == (
+            f"Deployment production/myapp: pods do not run {NEW}: "
+            f"pod myapp-0 container myapp: {other}; pod myapp-1 container myapp: {other}; "
+            f"pod myapp-2 container myapp: {other}"
+        )
+
     def test_pod_listing_forbidden_is_skipped(
         self, cluster: KubernetesStandIn, tmp_path: Path
     ) -> None:
@@ -381,4 +401,68 @@ class TestPods:
         assert (
             "Deployment production/myapp: not checking pods' imageID: listing pods is forbidden"
             in lines
+        )
+
+
+WORKER_CONFIG = """\
+registries:
+  main: {url: "https://registry.test:5000", internal_url: "https://registry.internal:5000"}
+environments:
+  - name: test
+sources:
+  myapp: {registry: main, repository: team/myapp}
+pipelines:
+  deploy-test:
+    environment: test
+    source: {artifact: myapp}
+    steps:
+      - type: deploy
+        deployer: kubernetes
+        address: internal
+        with: {kubeconfig: kube/test.yaml, namespace: production, name: myapp}
+"""
+
+
+class TestThroughTheWorker:
+    def test_run_deploys_and_records_history(
+        self, cluster: KubernetesStandIn, tmp_path: Path
+    ) -> None:
+        """A queued run deploys through the worker, and the environment records the digest."""
+        registry = InMemoryRegistry(host="registry.test:5000")
+        pushed = registry.push("team/myapp", "myapp-V1.0.0", b"v1")
+        cluster.pullable.add(str(pushed.digest))
+        cluster.seconds_per_get = 10_000  # the worker sleeps for real between polls
+        manifest = workload()
+        manifest["spec"]["template"]["spec"]["containers"][0]["image"] = (
+            f"registry.test:5000/team/myapp@{OLD}"
+        )
+        cluster.add(manifest)
+        (tmp_path / "kube").mkdir()
+        write_kubeconfig(tmp_path / "kube" / "test.yaml", cluster.url)
+        (tmp_path / "conveyor.yaml").write_text(WORKER_CONFIG)
+        definitions = loader.load(tmp_path / "conveyor.yaml")
+        services = Services(
+            definitions=definitions,
+            engine=wiring.open_database(f"sqlite:///{tmp_path / 'state.db'}"),
+            registries=wiring.ConfiguredRegistries(
+                definitions.registries, {}, lambda definition, credentials: registry
+            ),
+            data_dir=tmp_path / "data",
+        )
+        run_id = runs.start_run(
+            services, runs.RunRequest(pipeline="deploy-test", user="ann", digest=str(pushed.digest))
+        )
+        asyncio.run(Worker(services=services, name="w").run_until_idle())
+
+        view = queries.show_run(services, run_id)
+        assert view["status"] == "succeeded", view
+        internal = f"registry.internal:5000/team/myapp@{pushed.digest}"
+        assert images(cluster)["myapp"] == internal
+        assert queries.show_environment(services, "test")["digest"] == str(pushed.digest)
+        annotations = cluster.workload("deployments", "production", "myapp")["metadata"][
+            "annotations"
+        ]
+        assert (
+            annotations["kubernetes.io/change-cause"]
+            == f"conveyor run {run_id}: set image to {internal}"
         )
