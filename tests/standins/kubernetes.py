@@ -23,8 +23,9 @@ page, `kubectl rollout status` in kubectl's `rollout_status.go`, and FORMATS.md 
 - `GET /api/v1/namespaces/<ns>/pods?labelSelector=k=v,...` lists the ready pods of the workloads
   whose template labels match, with `status.containerStatuses[].imageID`;
 - errors are `Status` objects: 404 `NotFound` for a missing workload, 403 `Forbidden` for every
-  request in a namespace listed in `forbidden_namespaces` and for pod lists in
-  `pods_forbidden_namespaces`, 415 for other patch types.
+  request in a namespace listed in `forbidden_namespaces`, for PATCHes in
+  `read_only_namespaces` and for pod lists in `pods_forbidden_namespaces` (the message has the
+  API server's wording), 415 for other patch types.
 
 What it leaves out: authentication (any bearer token is accepted), watches, list/create/delete of
 workloads, ReplicaSets and revision history (`rollout undo`), JSON patch, merge patch and
@@ -88,6 +89,7 @@ class KubernetesStandIn:
     pullable: set[str] = field(default_factory=set)
     forbidden_namespaces: set[str] = field(default_factory=set)
     pods_forbidden_namespaces: set[str] = field(default_factory=set)
+    read_only_namespaces: set[str] = field(default_factory=set)
     seconds_per_get: float = 200.0
     # image -> imageID the pods report instead of the image's own digest (a runtime that ran
     # something else); empty in the honest case.
@@ -136,7 +138,9 @@ class KubernetesStandIn:
             return status(
                 404, "NotFound", f"the server could not find the requested resource ({plural})"
             )
-        if namespace in self.forbidden_namespaces:
+        if namespace in self.forbidden_namespaces or (
+            verb == "patch" and namespace in self.read_only_namespaces
+        ):
             return forbidden(verb, plural, name, namespace)
         key = (plural, namespace, name)
         body = await request.json() if verb == "patch" else None

@@ -97,6 +97,9 @@ class KubernetesDeployer:
     async def _deploy(self, client: AsyncClient, rollout: Rollout) -> dict[str, str]:
         workload = await self._fetch(client)
         containers = self._targets(workload, rollout.image)
+        refused = untrackable(self.settings.kind, workload)
+        if refused:
+            raise StepFailed(f"{self.where} {refused}")
         previous = {c["name"]: c["image"] for c in containers}
         output = {
             "image": rollout.reference,
@@ -106,7 +109,7 @@ class KubernetesDeployer:
         if all(image == rollout.reference for image in previous.values()):
             rollout.log(f"{self.where}: {', '.join(previous)} already at {rollout.reference}")
             await self._wait(client, rollout, rolling_back=False)
-            await self._check_pods(client, workload, rollout)
+            await self._check_pods(client, workload, list(previous), rollout)
             return {**output, "changed": "false"}
         patch = self._patch(
             {name: rollout.reference for name in previous},
@@ -127,7 +130,7 @@ class KubernetesDeployer:
             if not self.settings.rollback_on_failure:
                 raise
             raise await self._roll_back(client, rollout, previous, failure) from failure
-        await self._check_pods(client, workload, rollout)
+        await self._check_pods(client, workload, list(previous), rollout)
         return {**output, "changed": "true"}
 
     async def _fetch(self, client: AsyncClient) -> Json:
@@ -201,7 +204,9 @@ class KubernetesDeployer:
             return StepFailed(f"{failure}; rolling back to {images} also failed: {again}")
         return StepFailed(f"{failure}; rolled back to {images}")
 
-    async def _check_pods(self, client: AsyncClient, workload: Json, rollout: Rollout) -> None:
+    async def _check_pods(
+        self, client: AsyncClient, workload: Json, containers: list[str], rollout: Rollout
+    ) -> None:
         if not self.settings.check_pods or self.settings.kind == "CronJob":
             return
         labels: Json = workload["spec"].get("selector", {}).get("matchLabels", {})
@@ -215,18 +220,29 @@ class KubernetesDeployer:
                 raise
             rollout.log(f"{self.where}: not checking pods' imageID: listing pods is forbidden")
             return
-        wrong = [
-            f"pod {pod['metadata']['name']} container {status['name']}: {status.get('imageID')}"
+        found = [
+            (pod["metadata"]["name"], name, image_id)
             for pod in pods
-            for status in pod.get("status", {}).get("containerStatuses", [])
-            if status.get("image") == rollout.reference
-            and not str(status.get("imageID", "")).endswith(f"@{rollout.image.digest}")
+            for name, image_id in running(pod, containers, rollout.reference)
+        ]
+        wrong = [
+            f"pod {pod} container {name}: {image_id}"
+            for pod, name, image_id in found
+            if "@" in image_id and not image_id.endswith(f"@{rollout.image.digest}")
         ]
         if wrong:
             raise StepFailed(
                 f"{self.where}: pods do not run {rollout.image.digest}: {'; '.join(wrong)}"
             )
-        rollout.log(f"{self.where}: {len(pods)} pod(s) checked: imageID carries the digest")
+        checked = sum(1 for _, _, image_id in found if "@" in image_id)
+        # Some runtimes report the image's config id ("sha256:...") rather than a repository
+        # digest; that cannot be compared with a manifest digest, so it is not checked.
+        unknown = len(found) - checked
+        note = f", {unknown} without a repository digest" if unknown else ""
+        rollout.log(
+            f"{self.where}: pods checked: {checked} container(s) in {len(pods)} pod(s) "
+            f"report imageID {rollout.image.digest}{note}"
+        )
 
     def _client(self) -> AsyncClient:
         try:
@@ -264,6 +280,16 @@ class KubernetesDeployer:
         )
 
 
+def running(pod: Json, containers: list[str], reference: str) -> list[tuple[str, str]]:
+    """(container, imageID) of the pod's target containers whose spec has this reference."""
+    specs = {c.get("name"): c.get("image") for c in pod.get("spec", {}).get("containers", [])}
+    return [
+        (status["name"], str(status.get("imageID") or ""))
+        for status in pod.get("status", {}).get("containerStatuses", [])
+        if status.get("name") in containers and specs.get(status.get("name")) == reference
+    ]
+
+
 def pod_spec(workload: Json) -> Json:
     """The pod template's spec of a workload (a CronJob's is one level deeper)."""
     spec: Json = workload.get("spec", {})
@@ -280,6 +306,20 @@ def is_same_repository(text: str, image: PinnedImage) -> bool:
     except InvalidImageRef:
         return False
     return ref.repository.name == image.repository.name
+
+
+def untrackable(kind: str, workload: Json) -> str | None:
+    """Why a rollout of this workload could not be followed to the end, if it could not."""
+    spec: Json = workload.get("spec", {})
+    if kind == "Deployment" and spec.get("paused"):
+        return "is paused, so a new image would not roll out; resume it with kubectl rollout resume"
+    strategy = spec.get("updateStrategy", {}).get("type", "RollingUpdate")
+    if kind in ("StatefulSet", "DaemonSet") and strategy != "RollingUpdate":
+        return (
+            f"uses updateStrategy {strategy}: pods are not replaced when the image changes, "
+            "so the rollout cannot be followed; use RollingUpdate"
+        )
+    return None
 
 
 def rollout_state(kind: str, workload: Json) -> tuple[State, str]:
@@ -318,8 +358,6 @@ def deployment_state(spec: Json, status: Json) -> tuple[State, str]:
 def statefulset_state(spec: Json, status: Json) -> tuple[State, str]:
     """StatefulSet rules: ready count, partition, then current revision equals update revision."""
     strategy = spec.get("updateStrategy", {})
-    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-        return "failed", "rollout status is only available for the RollingUpdate strategy"
     desired = spec.get("replicas", 1)
     ready = status.get("readyReplicas", 0)
     if ready < desired:

@@ -177,7 +177,10 @@ class TestRollout:
             "Deployment production/myapp: rollout complete: 3 of 3 replicas updated, ready and available"
             in lines
         )
-        assert "Deployment production/myapp: 3 pod(s) checked: imageID carries the digest" in lines
+        assert (
+            f"Deployment production/myapp: pods checked: 3 container(s) in 3 pod(s) report imageID {NEW}"
+            in lines
+        )
 
     def test_change_cause_names_the_run(self, cluster: KubernetesStandIn, tmp_path: Path) -> None:
         """The run id is recorded in the kubernetes.io/change-cause annotation."""
@@ -348,6 +351,47 @@ class TestFailures:
             '"deployments" in API group "apps" in the namespace "production"; the kubeconfig\'s '
             "user needs get and patch on deployments in namespace production"
         )
+
+    def test_patch_forbidden(self, cluster: KubernetesStandIn, tmp_path: Path) -> None:
+        """A user who may read but not patch the workload gets the server's refusal, and nothing changes."""
+        cluster.add(workload())
+        cluster.read_only_namespaces.add("production")
+        with pytest.raises(StepFailed, match='cannot patch resource "deployments"'):
+            run(deploy_step(tmp_path)[0])
+        assert images(cluster)["myapp"] == OLD_REF
+
+    @pytest.mark.parametrize(
+        ("kind", "spec", "reason"),
+        [
+            pytest.param(
+                "Deployment",
+                {"paused": True},
+                "is paused, so a new image would not roll out; resume it with kubectl rollout resume",
+                id="paused-deployment",
+            ),
+            pytest.param(
+                "StatefulSet",
+                {"updateStrategy": {"type": "OnDelete"}},
+                "uses updateStrategy OnDelete: pods are not replaced when the image changes, "
+                "so the rollout cannot be followed; use RollingUpdate",
+                id="ondelete-statefulset",
+            ),
+        ],
+    )
+    def test_untrackable_rollout_is_refused_before_patching(
+        self,
+        cluster: KubernetesStandIn,
+        tmp_path: Path,
+        kind: str,
+        spec: dict[str, Any],
+        reason: str,
+    ) -> None:
+        """A workload whose rollout could not be followed is refused before any change."""
+        cluster.add(workload(kind, **spec))
+        with pytest.raises(StepFailed) as failure:
+            run(deploy_step(tmp_path, kind=kind)[0])
+        assert str(failure.value) == f"{kind} production/myapp {reason}"
+        assert cluster.patches == []
 
     def test_missing_workload(self, cluster: KubernetesStandIn, tmp_path: Path) -> None:
         """A workload that does not exist fails the step, naming kind, namespace and name."""
