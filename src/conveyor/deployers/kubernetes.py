@@ -108,6 +108,8 @@ class KubernetesDeployer:
         }
         if all(image == rollout.reference for image in previous.values()):
             rollout.log(f"{self.where}: {', '.join(previous)} already at {rollout.reference}")
+            if rollout.dry_run:
+                return {**output, "dry_run": "true", "changed": "false"}
             await self._wait(client, rollout, rolling_back=False)
             await self._check_pods(client, workload, list(previous), rollout)
             return {**output, "changed": "false"}
@@ -259,7 +261,7 @@ class KubernetesDeployer:
             config=single,
             namespace=self.settings.namespace,
             field_manager="conveyor",
-            trust_env=False,
+            trust_env=True,  # honour HTTPS_PROXY / NO_PROXY as kubectl does
         )
 
     def _api_failure(self, exc: ApiError, verb: str) -> StepFailed | DeployError:

@@ -266,6 +266,15 @@ class TestIdempotence:
             {"name": "myapp", "image": NEW_REF}
         ]
 
+    def test_dry_run_when_already_there(self, cluster: KubernetesStandIn, tmp_path: Path) -> None:
+        """A dry run of a digest already rolled out says so and sends nothing."""
+        cluster.add(workload())
+        run(deploy_step(tmp_path)[0])
+        context, lines = deploy_step(tmp_path, dry_run=True)
+        assert run(context).output["changed"] == "false"
+        assert len(cluster.patches) == 1
+        assert lines[-1] == f"Deployment production/myapp: myapp already at {NEW_REF}"
+
 
 class TestFailures:
     def test_deadline_exceeded_fails(self, cluster: KubernetesStandIn, tmp_path: Path) -> None:
