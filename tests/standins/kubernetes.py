@@ -30,7 +30,8 @@ page, `kubectl rollout status` in kubectl's `rollout_status.go`, and FORMATS.md 
 What it leaves out: authentication (any bearer token is accepted), watches, list/create/delete of
 workloads, ReplicaSets and revision history (`rollout undo`), JSON patch, merge patch and
 server-side apply, `$patch` directives, field managers, resourceVersion preconditions, paused
-Deployments, scheduling, and real pods. Its clock is not the wall clock: each GET of a workload
+Deployments, scheduling, real pods, and the conditions' `lastUpdateTime` and
+`lastTransitionTime`. Its clock is not the wall clock: each GET of a workload
 advances that workload's time by `seconds_per_get` (default 200s), so tests are fast and
 deterministic.
 """
@@ -292,6 +293,10 @@ def _deployment_status(
         readyReplicas=ready + old,
         availableReplicas=ready + old,
     )
+    # The API omits zero counts; unavailableReplicas is the surge pod that is not ready yet.
+    status_.pop("unavailableReplicas", None)
+    if updated + old > ready + old:
+        status_["unavailableReplicas"] = updated - ready
     name = f"{obj['metadata']['name']}-{obj['metadata']['generation']}"
     deadline = obj["spec"].get("progressDeadlineSeconds", 600)
     if ready == desired:
