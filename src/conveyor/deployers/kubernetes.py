@@ -48,6 +48,9 @@ RESOURCES: Mapping[str, Workload] = {
     "CronJob": CronJob,
 }
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+# The images before Conveyor's patch, as JSON {container: image}, so that a retried step (the
+# engine retries after a lost connection) can still roll back to them.
+PREVIOUS = "conveyor.dev/previous-images"
 # kubectl rollout status polls through a watch; two seconds between GETs is as gentle as that.
 POLL_SECONDS = 2.0
 
@@ -110,12 +113,14 @@ class KubernetesDeployer:
             rollout.log(f"{self.where}: {', '.join(previous)} already at {rollout.reference}")
             if rollout.dry_run:
                 return {**output, "dry_run": "true", "changed": "false"}
-            await self._wait(client, rollout, rolling_back=False)
+            # A retried step finds its own patch here; the images before it are in PREVIOUS.
+            await self._follow(client, rollout, recorded_previous(workload, previous))
             await self._check_pods(client, workload, list(previous), rollout)
             return {**output, "changed": "false"}
         patch = self._patch(
             {name: rollout.reference for name in previous},
             cause=f"conveyor run {rollout.run_id}: set image to {rollout.reference}",
+            previous=previous,
         )
         if rollout.dry_run:
             rollout.log(
@@ -126,14 +131,22 @@ class KubernetesDeployer:
         await client.patch(self.resource, self.settings.name, patch)
         for name, image in previous.items():
             rollout.log(f"{self.where}: container {name}: {image} -> {rollout.reference}")
+        await self._follow(client, rollout, previous)
+        await self._check_pods(client, workload, list(previous), rollout)
+        return {**output, "changed": "true"}
+
+    async def _follow(
+        self, client: AsyncClient, rollout: Rollout, previous: Mapping[str, str] | None
+    ) -> None:
+        """Wait for the rollout; on failure roll back to `previous` when asked and known."""
         try:
             await self._wait(client, rollout, rolling_back=False)
         except StepFailed as failure:
             if not self.settings.rollback_on_failure:
                 raise
+            if not previous:
+                raise StepFailed(f"{failure}; no previous image recorded to roll back to") from None
             raise await self._roll_back(client, rollout, previous, failure) from failure
-        await self._check_pods(client, workload, list(previous), rollout)
-        return {**output, "changed": "true"}
 
     async def _fetch(self, client: AsyncClient) -> Json:
         obj = await client.get(self.resource, self.settings.name, namespace=self.settings.namespace)
@@ -161,14 +174,19 @@ class KubernetesDeployer:
             )
         return same
 
-    def _patch(self, images: Mapping[str, str], *, cause: str) -> Json:
+    def _patch(
+        self, images: Mapping[str, str], *, cause: str, previous: Mapping[str, str] | None
+    ) -> Json:
         containers = [{"name": name, "image": image} for name, image in images.items()]
         template: Json = {"spec": {"containers": containers}}
         if self.settings.kind == "CronJob":
             spec: Json = {"jobTemplate": {"spec": {"template": template}}}
         else:
             spec = {"template": template}
-        return {"metadata": {"annotations": {CHANGE_CAUSE: cause}}, "spec": spec}
+        # null removes the annotation (strategic merge), so a rollback leaves none behind.
+        recorded = json.dumps(dict(previous), sort_keys=True) if previous else None
+        annotations = {CHANGE_CAUSE: cause, PREVIOUS: recorded}
+        return {"metadata": {"annotations": annotations}, "spec": spec}
 
     async def _wait(self, client: AsyncClient, rollout: Rollout, *, rolling_back: bool) -> None:
         started = rollout.now()
@@ -199,7 +217,8 @@ class KubernetesDeployer:
         images = ", ".join(f"{name}={image}" for name, image in previous.items())
         rollout.log(f"{self.where}: rolling back to {images}")
         cause = f"conveyor run {rollout.run_id}: roll back after failed rollout"
-        await client.patch(self.resource, self.settings.name, self._patch(previous, cause=cause))
+        patch = self._patch(previous, cause=cause, previous=None)
+        await client.patch(self.resource, self.settings.name, patch)
         try:
             await self._wait(client, rollout, rolling_back=True)
         except StepFailed as again:
@@ -280,6 +299,18 @@ class KubernetesDeployer:
         return StepFailed(
             f"{self.where}: the Kubernetes API refused the request ({code}): {message}"
         )
+
+
+def recorded_previous(workload: Json, current: Mapping[str, str]) -> dict[str, str] | None:
+    """The images before Conveyor's last patch, from its annotation, for these containers."""
+    text = workload.get("metadata", {}).get("annotations", {}).get(PREVIOUS)
+    try:
+        recorded = json.loads(text) if text else {}
+    except ValueError:
+        return None
+    if not isinstance(recorded, dict) or set(recorded) != set(current):
+        return None
+    return {str(name): str(image) for name, image in recorded.items()}
 
 
 def running(pod: Json, containers: list[str], reference: str) -> list[tuple[str, str]]:

@@ -312,6 +312,39 @@ class TestFailures:
         status = cluster.workload("deployments", "production", "myapp")["status"]
         assert status["conditions"][1]["reason"] == "NewReplicaSetAvailable"
 
+    @pytest.mark.parametrize(
+        ("annotations", "ending"),
+        [
+            pytest.param(
+                {"conveyor.dev/previous-images": json.dumps({"myapp": OLD_REF})},
+                f"; rolled back to myapp={OLD_REF}",
+                id="previous-recorded",
+            ),
+            pytest.param({}, "; no previous image recorded to roll back to", id="nothing-recorded"),
+        ],
+    )
+    def test_retried_step_rolls_back_to_the_recorded_images(
+        self, cluster: KubernetesStandIn, tmp_path: Path, annotations: dict[str, str], ending: str
+    ) -> None:
+        """A step retried after its own patch rolls back to the images its patch recorded."""
+        cluster.pullable.discard(str(NEW))
+        manifest = workload()
+        manifest["metadata"]["annotations"] = annotations
+        manifest["spec"]["template"]["spec"]["containers"][0]["image"] = NEW_REF
+        cluster.pullable.add(SIDECAR.partition("@")[2])
+        cluster.add(manifest, rolled_out=False)
+        with pytest.raises(StepFailed) as failure:
+            run(deploy_step(tmp_path, rollback_on_failure=True)[0])
+        assert str(failure.value).startswith(
+            "Deployment production/myapp: rollout failed: exceeded its progress deadline"
+        )
+        assert str(failure.value).endswith(ending)
+        rolled_back = bool(annotations)
+        assert images(cluster)["myapp"] == (OLD_REF if rolled_back else NEW_REF)
+        assert len(cluster.patches) == int(rolled_back)
+        metadata = cluster.workload("deployments", "production", "myapp")["metadata"]
+        assert "conveyor.dev/previous-images" not in metadata.get("annotations", {})
+
     def test_step_timeout(self, cluster: KubernetesStandIn, tmp_path: Path) -> None:
         """A rollout still progressing at the step timeout fails the step, naming the timeout and the state."""
         cluster.pullable.discard(str(NEW))

@@ -60,11 +60,12 @@ def test_patch_is_kubectl_set_image() -> None:
     image = recorded["spec"]["template"]["spec"]["containers"][0]["image"]
     settings = steps.KubernetesDeployer(namespace="production", name="myapp")
     deployer = kubernetes.KubernetesDeployer(settings, config_dir=Path())
-    patch = deployer._patch({"myapp": image}, cause="conveyor run 1")
-    assert patch == {
-        **recorded,
-        "metadata": {"annotations": {kubernetes.CHANGE_CAUSE: "conveyor run 1"}},
+    patch = deployer._patch({"myapp": image}, cause="conveyor run 1", previous={"myapp": "old"})
+    annotations = {
+        kubernetes.CHANGE_CAUSE: "conveyor run 1",
+        kubernetes.PREVIOUS: '{"myapp": "old"}',
     }
+    assert patch == {**recorded, "metadata": {"annotations": annotations}}
 
 
 @pytest.fixture
