@@ -96,6 +96,8 @@ class KubernetesStandIn:
     # something else); empty in the honest case.
     reported_image_ids: dict[str, str] = field(default_factory=dict)
     patches: list[Patch] = field(default_factory=list)
+    # Authorization headers seen (credentials are accepted, not checked).
+    authorizations: set[str] = field(default_factory=set)
     workloads: dict[tuple[str, str, str], Json] = field(default_factory=dict)
     clocks: dict[tuple[str, str, str], Clock] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,6 +137,7 @@ class KubernetesStandIn:
         plural, namespace, name = params["plural"], params["namespace"], params["name"]
         group_version = f"{params['group']}/{params['version']}"
         verb = request.method.lower()
+        self.authorizations.add(request.headers.get("authorization", ""))
         if GROUPS.get(plural, ("", ""))[0] != group_version:
             return status(
                 404, "NotFound", f"the server could not find the requested resource ({plural})"

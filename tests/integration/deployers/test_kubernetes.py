@@ -435,6 +435,22 @@ class TestFailures:
         assert str(failure.value) == f"{kind} production/myapp {reason}"
         assert cluster.patches == []
 
+    def test_kubeconfig_token_is_never_printed(
+        self, cluster: KubernetesStandIn, tmp_path: Path
+    ) -> None:
+        """The kubeconfig's token appears in no log line and no failure message."""
+        cluster.add(workload())
+        cluster.read_only_namespaces.add("production")
+        context, lines = deploy_step(tmp_path)
+        with pytest.raises(StepFailed) as failure:
+            run(context)
+        cluster.read_only_namespaces.clear()
+        context, more = deploy_step(tmp_path, dry_run=True)
+        run(context)
+        assert cluster.authorizations == {"Bearer stand-in-token"}
+        assert "stand-in-token" not in str(failure.value)
+        assert not [line for line in lines + more if "stand-in-token" in line]
+
     def test_missing_workload(self, cluster: KubernetesStandIn, tmp_path: Path) -> None:
         """A workload that does not exist fails the step, naming kind, namespace and name."""
         with pytest.raises(StepFailed) as failure:
