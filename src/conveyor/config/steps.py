@@ -151,13 +151,26 @@ class RegistryDeployer(Strict):
 
 
 class KubernetesDeployer(Strict):
-    kubeconfig: str | None = Field(None, description="Path; default in-cluster or ~/.kube/config.")
-    context: str | None = None
-    namespace: str = "default"
-    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "CronJob"] = "Deployment"
-    name: str
+    kubeconfig: str | None = Field(
+        None,
+        description="Kubeconfig path (relative to the config files); default: in-cluster "
+        "service account, else $KUBECONFIG or ~/.kube/config.",
+    )
+    context: str | None = Field(None, description="Kubeconfig context; default: current-context.")
+    namespace: str = Field("default", description="Namespace of the workload.")
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet", "CronJob"] = Field(
+        "Deployment", description="Kind of the workload."
+    )
+    name: str = Field(description="Name of the workload.")
     container: str | None = Field(None, description="Default: every container of this repository.")
-    rollback_on_failure: bool = False
+    rollback_on_failure: bool = Field(
+        False, description="When the rollout fails, set the previous images back and wait for that."
+    )
+    check_pods: bool = Field(
+        True,
+        description="After the rollout, check that the pods' imageID carries the digest "
+        "(skipped with a log line where listing pods is forbidden).",
+    )
 
 
 class GitOpsDeployer(Strict):

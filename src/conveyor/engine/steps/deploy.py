@@ -16,6 +16,7 @@ from conveyor.config.steps import (
     CommandDeployer,
     DeployStep,
     GitOpsDeployer,
+    KubernetesDeployer,
     RegistryDeployer,
     RegistryTagDeployer,
 )
@@ -23,7 +24,7 @@ from conveyor.core import gates
 from conveyor.core.errors import StepFailed
 from conveyor.core.images import PinnedImage, Repository
 from conveyor.core.runs import StepOutcome, Succeeded
-from conveyor.deployers import gitops
+from conveyor.deployers import gitops, kubernetes
 from conveyor.engine.context import StepContext
 from conveyor.engine.steps._process import run_process
 from conveyor.engine.steps.command import render, timeout_of
@@ -146,11 +147,31 @@ async def deploy_registry(
     return {"destination": shown, "image": f"{to}@{image.digest}"}
 
 
+async def deploy_kubernetes(
+    step: StepContext, config: DeployStep, image: PinnedImage, reference: str
+) -> dict[str, str]:
+    """Set a workload's image to the digest reference and wait for the rollout."""
+    settings = KubernetesDeployer.model_validate(config.with_)
+    deployer = kubernetes.KubernetesDeployer(settings, config_dir=step.config_dir)
+    rollout = kubernetes.Rollout(
+        image=image,
+        reference=reference,
+        run_id=step.run_id,
+        timeout=timeout_of(config, DeployRunner.default_timeout),
+        dry_run=config.dry_run,
+        log=step.log,
+        now=step.now,
+        sleep=step.sleep,
+    )
+    return await deployer.deploy(rollout)
+
+
 DEPLOYERS: dict[str, Deploy] = {
     "command": deploy_command,
     "gitops": deploy_gitops,
     "registry": deploy_registry,
     "registry-tag": deploy_registry_tag,
+    "kubernetes": deploy_kubernetes,
 }
 
 
