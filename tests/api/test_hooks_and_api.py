@@ -382,3 +382,26 @@ def test_missing_digest_is_resolved_from_the_registry(tmp_path: Path) -> None:
     assert event["outcome"]["resolved"] == {"tags": ["myapp-V1.4.2"], "digest": str(pushed.digest)}
     assert event["outcome"]["triggers"][0]["matched"] is True
     services.engine.dispose()
+
+
+def test_replay_starts_what_matches_now_and_is_audited(
+    client: TestClient, services: Services, registry: InMemoryRegistry
+) -> None:
+    """An event that found no image can be replayed once it exists; the replay is audited."""
+    assert _post(client, _payload()).status_code == 202
+    events.process_pending(services, owner="t")
+    [event] = events.list_events(services, limit=1)
+    assert "refused" in event["outcome"]["triggers"][0] or not event["outcome"]["triggers"][0].get(
+        "run"
+    )
+    registry.push("myteam/myapp", "myapp-V1.4.2", b"manifest")
+    operator = {
+        "Authorization": "Bearer "
+        + tokens.create(services, name="op", role="operator", created_by="admin")
+    }
+    replayed = client.post(f"/api/v1/events/{event['id']}/replay", headers=operator)
+    assert replayed.status_code == 201, replayed.text
+    assert replayed.json()["triggers"][0]["run"] is not None
+    with unit_of_work(services.engine, read_only=True) as session:
+        actions = session.scalars(sa.select(tables.AuditEntry.action)).all()
+    assert "event.replay" in actions and "run.start" in actions

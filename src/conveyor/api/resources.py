@@ -179,7 +179,7 @@ def routes(services: Services) -> list[Route]:
         return events.show_event(services, _id(request))
 
     def replay(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
-        return events.process(services, _id(request), replay=True)
+        return events.replay(services, _id(request), user=identity.user)
 
     table: list[tuple[str, str, Role, Callable[..., Any]]] = [
         ("/api/v1/runs", "GET", Role.VIEWER, list_runs),

@@ -207,8 +207,8 @@ def events_show(
 @state_options
 def events_replay(event_id: int, config_path: Path | None, database_url: str | None) -> None:
     """Match EVENT's triggers again and start the runs they call for."""
-    services, _ = _services(config_path, database_url)
-    outcome = events.process(services, event_id, replay=True)
+    services, settings = _services(config_path, database_url)
+    outcome = events.replay(services, event_id, user=settings.user)
     click.echo(json.dumps(outcome, indent=2, default=str))
 
 

@@ -27,7 +27,7 @@ from conveyor.core.events import Headers, InboundDelivery, RegistryEvent
 from conveyor.core.images import Digest, ImageRef, Repository
 from conveyor.service import runs
 from conveyor.service.context import Services
-from conveyor.store import claims, tables
+from conveyor.store import audit, claims, tables
 from conveyor.store import events as inbox
 from conveyor.store.database import unit_of_work
 
@@ -297,6 +297,21 @@ def _start(services: Services, pipeline: str, tag: str, event_id: int | None) ->
     except ConveyorError as error:
         return {"run": None, "refused": str(error)}
     return {"run": run_id}
+
+
+def replay(services: Services, event_id: int, *, user: str) -> dict[str, Any]:
+    """Match an event's triggers again and start what matches now; audited."""
+    outcome = process(services, event_id, replay=True)
+    with unit_of_work(services.engine) as session:
+        audit.record_audit(
+            session,
+            identity=user,
+            action="event.replay",
+            target=f"event/{event_id}",
+            details={"runs": [t.get("run") for t in outcome["triggers"] if t.get("run")]},
+            now=services.clock(),
+        )
+    return outcome
 
 
 def list_events(services: Services, *, limit: int) -> list[dict[str, Any]]:
