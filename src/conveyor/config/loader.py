@@ -65,10 +65,7 @@ class Definitions:
     def registry_for_host(self, host: str) -> str | None:
         """The configured registry whose public or internal address is ``host``."""
         for name, definition in self.registries.items():
-            hosts = {definition.host}
-            if definition.internal_url:
-                hosts.add(definition.internal_url.split("://", 1)[1].split("/", 1)[0])
-            if host in hosts:
+            if host in (definition.host, definition.internal_host):
                 return name
         return None
 

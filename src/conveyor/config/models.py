@@ -79,6 +79,10 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _host_of(url: str) -> str:
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
 class Registry(Strict):
     """An OCI Distribution endpoint."""
 
@@ -109,7 +113,12 @@ class Registry(Strict):
     @property
     def host(self) -> str:
         """The host[:port] that image references use."""
-        return self.url.split("://", 1)[1].split("/", 1)[0]
+        return _host_of(self.url)
+
+    @property
+    def internal_host(self) -> str | None:
+        """The host[:port] of the internal (VPC) address, if there is one."""
+        return _host_of(self.internal_url) if self.internal_url else None
 
 
 class ApprovalRules(Strict):

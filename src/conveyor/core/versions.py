@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeAlias
 
-from conveyor.core import _tagmatch, semver
+from conveyor.core import _tagmatch, semver, templates
 from conveyor.core.errors import InvalidVersionPolicy, TagRefused
 from conveyor.core.images import Digest
 
@@ -568,29 +568,23 @@ def is_new_version(selection: Selection, previous: Digest | None) -> bool:
 
 # --- defaults and requested tags --------------------------------------------------
 
-_PARAMETER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$|\$")
-
 
 def resolve_template(template: str, params: Mapping[str, str]) -> str:
     """Fill ``${NAME}`` from params (``$$`` is a literal ``$``); names the missing parameter."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match[0] == "$$":
-            return "$"
-        name = match[1]
-        if name is None:
-            raise InvalidVersionPolicy(
-                f"default '{template}': a '$' must start ${{NAME}} (or write $$ for a literal $)"
-            )
-        if name not in params:
-            known = ", ".join(sorted(params)) or "none"
-            raise InvalidVersionPolicy(
-                f"default '{template}' needs parameter '{name}', which is not set; "
-                f"pass it as a run parameter or set it in the environment (set: {known})"
-            )
-        return params[name]
-
-    return _PARAMETER.sub(substitute, template)
+    try:
+        names = templates.placeholders(template)
+    except templates.TemplateError:
+        raise InvalidVersionPolicy(
+            f"default '{template}': a '$' must start ${{NAME}} (or write $$ for a literal $)"
+        ) from None
+    missing = next((name for name in names if name not in params), None)
+    if missing is not None:
+        known = ", ".join(sorted(params)) or "none"
+        raise InvalidVersionPolicy(
+            f"default '{template}' needs parameter '{missing}', which is not set; "
+            f"pass it as a run parameter or set it in the environment (set: {known})"
+        )
+    return templates.render(template, params)
 
 
 def check_requested(tag: str, filter: TagFilter) -> None:

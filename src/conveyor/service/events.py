@@ -199,16 +199,12 @@ def _facts(row: tables.Event) -> dict[str, Any]:
     }
 
 
-def _registry_name(services: Services, host: str) -> str | None:
-    return services.definitions.registry_for_host(host)
-
-
 def _resolve(services: Services, facts: Mapping[str, Any]) -> tuple[list[str], str | None]:
     """The event's tags and digest, asking the registry for what the sender left out."""
     tag, digest = facts["tag"], facts["digest"]
     if facts["kind"] == "delete" or (tag and digest):
         return ([tag] if tag else []), digest
-    name = _registry_name(services, facts["registry"])
+    name = services.definitions.registry_for_host(facts["registry"])
     if name is None:
         return ([tag] if tag else []), digest
     client = services.registries.client(name)
@@ -250,7 +246,7 @@ def _match(
     if (
         facts["registry"]
         and facts["registry"] != host
-        and _registry_name(services, facts["registry"]) != source.registry
+        and services.definitions.registry_for_host(facts["registry"]) != source.registry
     ):
         result["reason"] = (
             f"registry '{facts['registry']}' is not source '{trigger.source}''s {host}"

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conveyor.config import models, steps
-from conveyor.core import gates, sources, templates
+from conveyor.core import gates, sources
 from conveyor.core.errors import Conflict, InvalidInput, NotFound, PromotionRefused
-from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
+from conveyor.core.images import Digest, PinnedImage, Repository
 from conveyor.core.runs import RunStatus, StepStatus
 from conveyor.service import environments, selection
 from conveyor.service.context import Services
@@ -373,16 +373,6 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
             raise InvalidInput(f"--param '{pair}': write NAME=VALUE, e.g. R_VERSION=1.4.2")
         values[name] = value
     return values
-
-
-def render_tag(template: str, values: Mapping[str, str]) -> str:
-    """A tag template filled from run parameters and the environment."""
-    try:
-        tag = templates.render(template, values)
-    except templates.TemplateError as exc:
-        raise InvalidInput(str(exc)) from None
-    ImageRef.parse(f"x/x:{tag}")
-    return tag
 
 
 def rollback(

@@ -11,14 +11,13 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx2
 import pytest
 
 from conveyor import wiring
-from conveyor.config import loader, steps
+from conveyor.config import loader, models, steps
 from conveyor.core.errors import DeployError, StepFailed
 from conveyor.core.images import Digest, PinnedImage, Repository
 from conveyor.core.runs import Succeeded
@@ -89,7 +88,9 @@ class FakeClock:
 
 class Registries:
     def definition(self, name: str) -> Any:
-        return SimpleNamespace(internal_url="https://registry.internal:5000")
+        return models.Registry(
+            url="https://registry.example.com", internal_url="https://registry.internal:5000"
+        )
 
     def client(self, name: str) -> Any:
         raise AssertionError("the Kubernetes deployer needs no registry client")

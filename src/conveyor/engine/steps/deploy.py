@@ -204,8 +204,7 @@ class DeployRunner:
 
     def _reference(self, step: StepContext, config: DeployStep, image: PinnedImage) -> str:
         if config.address == "internal" and step.source_registry is not None:
-            definition = step.registries.definition(step.source_registry)
-            if definition.internal_url:
-                host = definition.internal_url.split("://", 1)[1].split("/", 1)[0]
+            host = step.registries.definition(step.source_registry).internal_host
+            if host is not None:
                 return image.with_address(host)
         return str(image)
