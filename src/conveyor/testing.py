@@ -2,15 +2,20 @@
 
 InMemoryRegistry implements core.ports.Registry completely and statefully:
 manifests are stored by digest, tags point at digests, copies keep digests.
+It also answers conditional requests (core.ports.ConditionalRegistry) as a
+registry that sends validators would: the tag list's ETag is a hash of the
+names, a manifest's ETag is its quoted digest; ``calls`` records what was asked.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from conveyor.core.errors import RegistryError
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
+from conveyor.core.polling import TagCheck, TagListing, Validators
 
 
 class ManifestUnknownError(RegistryError):
@@ -26,6 +31,7 @@ class InMemoryRegistry:
     host: str
     tags: dict[tuple[str, str], Digest] = field(default_factory=dict)
     manifests: dict[str, set[Digest]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
 
     def push(self, repository: str, tag: str, content: bytes) -> PinnedImage:
         """Store a manifest and point a tag at it (what a CI push does)."""
@@ -35,6 +41,7 @@ class InMemoryRegistry:
         return PinnedImage(repository=Repository(self.host, repository), digest=digest, tag=tag)
 
     async def resolve(self, ref: ImageRef) -> PinnedImage:
+        self.calls.append("resolve")
         name = ref.repository.name
         if ref.digest is not None:
             if ref.digest not in self.manifests.get(name, set()):
@@ -46,7 +53,26 @@ class InMemoryRegistry:
         return PinnedImage(repository=ref.repository, digest=digest, tag=ref.tag)
 
     async def list_tags(self, repository: Repository) -> Sequence[str]:
+        self.calls.append("list_tags")
         return sorted(tag for (name, tag) in self.tags if name == repository.name)
+
+    async def list_tags_if_changed(
+        self, repository: Repository, validators: Validators
+    ) -> TagListing:
+        tags = tuple(await self.list_tags(repository))
+        etag = '"' + hashlib.sha256("\n".join(tags).encode()).hexdigest() + '"'
+        if validators.etag == etag:
+            self.calls[-1] = "list_tags:304"
+            return TagListing(tags=None, validators=Validators(etag=etag))
+        return TagListing(tags=tags, validators=Validators(etag=etag))
+
+    async def check_tag(self, ref: ImageRef, *, digest: Digest, etag: str | None) -> TagCheck:
+        current = self.tags.get((ref.repository.name, ref.tag or "latest"))
+        if current is None:
+            raise ManifestUnknownError(f"{ref}: manifest unknown")
+        now = f'"{current}"'
+        self.calls.append("check_tag:304" if etag == now else "check_tag")
+        return TagCheck(unchanged=current == digest, etag=now, digest=current)
 
     async def copy(
         self, image: PinnedImage, *, to: Repository, tag: str | None = None

@@ -223,6 +223,28 @@ class TestApi:
         assert wrong.status_code == 400
         assert wrong.json()["errors"][0]["field"] == "pipeline"
 
+    def test_the_audit_log_is_for_admins_only(self, client: TestClient, services: Services) -> None:
+        """GET /api/v1/audit: admins read every write with its identity; other roles get 403."""
+        for role in ("viewer", "operator", "approver"):
+            refused = client.get("/api/v1/audit", headers=self._token(services, role))
+            assert refused.status_code == 403, role
+            assert "needs admin" in refused.json()["detail"]
+        assert client.get("/api/v1/audit").status_code == 401
+        admin = self._token(services, "admin")
+        marked = client.post(
+            "/api/v1/bad-digests",
+            json={"digest": "sha256:" + "cd" * 32, "reason": "leaked key"},
+            headers=self._token(services, "operator", name="ops-bot"),
+        )
+        assert marked.status_code == 201, marked.text
+        entries = client.get("/api/v1/audit", headers=admin).json()
+        assert (entries[0]["identity"], entries[0]["action"]) == ("ops-bot", "digest.mark_bad")
+        assert {e["action"] for e in entries[1:]} == {"token.create"}
+        assert len(client.get("/api/v1/audit?limit=2", headers=admin).json()) == 2
+        wrong = client.get("/api/v1/audit?limit=many", headers=admin)
+        assert wrong.status_code == 400
+        assert wrong.json()["errors"][0]["field"] == "limit"
+
     def test_tokens_are_stored_hashed(self, services: Services) -> None:
         """Only the token's hash is stored."""
         token = tokens.create(services, name="ci", role="viewer", created_by="admin")

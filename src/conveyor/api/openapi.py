@@ -110,6 +110,13 @@ OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None]] = [
         None,
     ),
     ("post", "/api/v1/events/{id}/replay", "operator", "Match an event's triggers again", None),
+    (
+        "get",
+        "/api/v1/audit",
+        "admin",
+        "The audit log, newest first: every write with its identity (?limit=, 1-1000)",
+        None,
+    ),
 ]
 
 _PROBLEM = {

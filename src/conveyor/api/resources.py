@@ -1,4 +1,4 @@
-"""REST resources under /api/v1: runs, approvals, environments, events.
+"""REST resources under /api/v1: runs, approvals, environments, events, the audit log.
 
 Handlers authenticate, parse the request into plain values, call one
 service use case and render its result. Rules and SQL live elsewhere.
@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from conveyor.core import gates
 from conveyor.core.errors import InvalidInput, Location, Problem
-from conveyor.service import environments, events, queries, runs, tokens
+from conveyor.service import audit, environments, events, queries, runs, tokens
 from conveyor.service.context import Services
 from conveyor.service.tokens import Role
 
@@ -76,23 +76,24 @@ def _endpoint(services: Services, role: Role, work: Callable[..., Any]) -> Handl
     return handle
 
 
+def _limit(request: Request, default: int) -> int:
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isdigit():
+        message = "'limit' must be a positive integer"
+        raise InvalidInput([Problem(location=Location(field="limit"), message=message)])
+    return int(raw)
+
+
 def routes(services: Services) -> list[Route]:
     """Every /api/v1 route with the least role it needs."""
 
     def list_runs(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
         params = request.query_params
-        limit = params.get("limit", "20")
-        if not limit.isdigit():
-            raise InvalidInput(
-                [
-                    Problem(
-                        location=Location(field="limit"),
-                        message="'limit' must be a positive integer",
-                    )
-                ]
-            )
         return queries.list_runs(
-            services, pipeline=params.get("pipeline"), status=params.get("status"), limit=int(limit)
+            services,
+            pipeline=params.get("pipeline"),
+            status=params.get("status"),
+            limit=_limit(request, 20),
         )
 
     def start(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
@@ -181,6 +182,9 @@ def routes(services: Services) -> list[Route]:
     def replay(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
         return events.replay(services, _id(request), user=identity.user)
 
+    def list_audit(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
+        return audit.list_entries(services, limit=_limit(request, 50))
+
     table: list[tuple[str, str, Role, Callable[..., Any]]] = [
         ("/api/v1/runs", "GET", Role.VIEWER, list_runs),
         ("/api/v1/runs", "POST", Role.OPERATOR, start),
@@ -196,6 +200,7 @@ def routes(services: Services) -> list[Route]:
         ("/api/v1/events", "GET", Role.VIEWER, list_events),
         ("/api/v1/events/{id}", "GET", Role.VIEWER, show_event),
         ("/api/v1/events/{id}/replay", "POST", Role.OPERATOR, replay),
+        ("/api/v1/audit", "GET", Role.ADMIN, list_audit),
     ]
     return [
         Route(path, _endpoint(services, role, work), methods=[method], name=f"{method} {path}")

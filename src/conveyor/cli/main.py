@@ -63,7 +63,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from conveyor.cli import config_commands, db_commands, image, runs, select, server
+    from conveyor.cli import audit, config_commands, db_commands, image, runs, select, server
 
     commands: list[click.Command] = [
         config_commands.validate,
@@ -73,6 +73,7 @@ def _register() -> None:
         select.select_command,
         *runs.COMMANDS,
         *server.COMMANDS,
+        *audit.COMMANDS,
     ]
     for command in commands:
         cli.add_command(command)

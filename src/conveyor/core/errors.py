@@ -176,8 +176,12 @@ class IntegrationError(ConveyorError):
 class RegistryError(IntegrationError):
     """The registry failed."""
 
-    def __init__(self, message: str | None = None, *, registry: str = "") -> None:
+    def __init__(
+        self, message: str | None = None, *, registry: str = "", retry_after: float | None = None
+    ) -> None:
         self.registry = registry
+        # Seconds the registry asked to wait (Retry-After on a 429 or 503), if it said.
+        self.retry_after = retry_after
         super().__init__(message)
 
 

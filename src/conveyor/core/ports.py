@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from conveyor.core.credentials import Secret
 from conveyor.core.events import InboundDelivery, RegistryEvent
-from conveyor.core.images import ImageRef, PinnedImage, Repository
+from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
+from conveyor.core.polling import TagCheck, TagListing, Validators
 
 
 class Registry(Protocol):
@@ -25,6 +26,25 @@ class Registry(Protocol):
         self, image: PinnedImage, *, to: Repository, tag: str | None = None
     ) -> PinnedImage:
         """Copy exactly this digest to another repository; the result has the same digest."""
+        ...
+
+
+@runtime_checkable
+class ConditionalRegistry(Protocol):
+    """A registry client that can ask "changed since?" (pollers use it when a client offers it).
+
+    Both calls are single requests without retries: a poll that fails is
+    retried by the poller at its next, backed-off, interval.
+    """
+
+    async def list_tags_if_changed(
+        self, repository: Repository, validators: Validators
+    ) -> TagListing:
+        """The tags, or ``tags=None`` when the registry answers 304 to ``validators``."""
+        ...
+
+    async def check_tag(self, ref: ImageRef, *, digest: Digest, etag: str | None) -> TagCheck:
+        """Whether ``ref``'s tag still names ``digest`` (a HEAD, conditional on ``etag``)."""
         ...
 
 

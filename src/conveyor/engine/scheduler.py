@@ -6,7 +6,10 @@ lock, or a lease row on SQLite; see store/claims.py), so with any number of
 `conveyor serve` / `conveyor worker` processes exactly one polls a source and
 exactly one fires a schedule. A poll starts a run only for a digest no run of
 that pipeline has taken yet, so a takeover after a crash does not start the
-same version twice.
+same version twice. How a poll asks the registry (conditional requests, the
+state kept between polls) is service/polling.py's; after a registry error
+the next poll waits twice as long (up to 16 intervals) and never sooner than
+the registry's ``Retry-After``; a successful poll resets the interval.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from croniter import croniter
 
 from conveyor.core import durations
 from conveyor.core.errors import ConveyorError, IntegrationError
-from conveyor.service import runs, selection
+from conveyor.service import polling, runs
 from conveyor.service.context import Services
 from conveyor.store import claims, tables
 from conveyor.store.database import unit_of_work
@@ -32,6 +35,8 @@ log = structlog.get_logger("conveyor.scheduler")
 SINGLETON_TTL = timedelta(seconds=30)
 # After a registry error (429, 5xx), wait this many intervals, doubling up to the cap.
 MAX_BACKOFF_FACTOR = 16
+# A Retry-After longer than this is not believed (a broken header must not stop polling).
+MAX_RETRY_AFTER = timedelta(hours=6)
 
 
 @dataclass
@@ -136,44 +141,45 @@ class Scheduler:
             job.next_at = self._next_fire(job, now)
             fired = [self._start(pipeline, trigger="schedule") for pipeline in job.pipelines]
             return [run_id for run_id in fired if run_id is not None]
+        wait = job.interval
         try:
             started = self._poll(job)
         except IntegrationError as error:
             job.backoff = min(job.backoff * 2, MAX_BACKOFF_FACTOR)
+            wait = job.interval * job.backoff
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                # The registry said when to come back (429/503 Retry-After): not sooner.
+                wait = max(wait, min(timedelta(seconds=retry_after), MAX_RETRY_AFTER))
             log.warning(
                 "poll failed; backing off",
                 job=job.name,
                 error=str(error),
-                next_in=str(job.interval * job.backoff),
+                next_in=str(wait),
             )
             started = []
-        except ConveyorError as error:  # e.g. no tag passes the filter yet
+        except ConveyorError as error:  # e.g. the default tag is refused by the filter
             log.info("poll found nothing to run", job=job.name, reason=str(error))
             job.backoff = 1
             started = []
         else:
             job.backoff = 1
-        job.next_at = now + job.interval * job.backoff
+        job.next_at = now + wait
         return started
 
     def _poll(self, job: Job) -> list[int]:
         assert job.source is not None
-        artifact = self.services.definitions.sources[job.source]
-        image = asyncio.run(
-            selection.fix_artifact(
-                self.services,
-                job.source,
-                artifact,
-                tag=None,
-                digest=None,
-                values=dict(self.services.environ),
-            )
-        )
+        outcome = asyncio.run(polling.poll_source(self.services, job.source))
+        if outcome.image is None:
+            log.info("poll found nothing to run", job=job.name, reason=outcome.reason)
+            return []
+        log.debug("polled", job=job.name, changed=outcome.changed, reason=outcome.reason)
         started = []
         for pipeline in job.pipelines:
-            if self._has_run_for(pipeline, str(image.digest)):
+            # Also when nothing changed: a start refused before is tried again.
+            if self._has_run_for(pipeline, str(outcome.image.digest)):
                 continue
-            run_id = self._start(pipeline, trigger="poll", tag=image.tag)
+            run_id = self._start(pipeline, trigger="poll", tag=outcome.image.tag)
             if run_id is not None:
                 started.append(run_id)
         return started

@@ -7,7 +7,9 @@ Remote text is truncated before it reaches a message.
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 
 import httpx
 
@@ -15,6 +17,21 @@ from conveyor.core import errors
 
 # Long enough for any registry's error message, short enough for one log line.
 TEXT_ERROR_MAX_SIZE = 300
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date, RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(when.timestamp() - current, 0.0)
 
 
 def error_codes(response: httpx.Response) -> list[tuple[str, str]]:
@@ -90,7 +107,9 @@ def from_response(
         )
     if status == 429 or status >= 500:
         return errors.RegistryUnavailable(
-            f"{what}: {registry} is unavailable ({detail}); try again later", registry=registry
+            f"{what}: {registry} is unavailable ({detail}); try again later",
+            registry=registry,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
     return errors.RegistryRequestRejected(
         f"{what}: {registry} rejected the request ({detail})", registry=registry

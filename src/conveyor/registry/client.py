@@ -9,9 +9,7 @@ against ``Docker-Content-Digest`` (distribution-spec "Pulling manifests").
 
 from __future__ import annotations
 
-import email.utils
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,7 +28,9 @@ from conveyor.core.errors import (
     UnsupportedMediaType,
 )
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
+from conveyor.core.polling import TagCheck, TagListing, Validators
 from conveyor.registry import _errors, manifests
+from conveyor.registry._errors import parse_retry_after
 from conveyor.registry.auth import RegistryAuth
 from conveyor.registry.endpoints import RegistryEndpoint
 
@@ -59,21 +59,6 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
         return float(min(self.base_delay * (2**attempt), self.max_delay))
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date, RFC 9110 10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(when.timestamp() - current, 0.0)
 
 
 def _append_query(url: str, **params: str) -> str:
@@ -364,12 +349,70 @@ class DistributionRegistry:
         Link it asks again with ``last=`` and stops once a page brings nothing
         new (registry 2.8.2 ignores ``n`` and ``last`` and returns everything).
         """
+        tags, _, _ = await self._tag_pages(repository, page_size=page_size)
+        return tags
+
+    async def list_tags_if_changed(
+        self,
+        repository: Repository,
+        validators: Validators,
+        *,
+        page_size: int = TAGS_PAGE_SIZE,
+    ) -> TagListing:
+        """The tags, or ``tags=None`` when the first page answers 304 to ``validators``.
+
+        The first page's ``ETag`` / ``Last-Modified`` come back as the
+        validators for next time, but only when the list fits in one page: a
+        304 on the first page says nothing about the pages after it, so a
+        paginated list is read in full every time. A registry that sends no
+        validators (registry 2.8.2 on tags/list) gets a plain GET every time.
+        """
+        tags, first, pages = await self._tag_pages(
+            repository, page_size=page_size, conditional=validators.request_headers()
+        )
+        if first.status_code == 304:
+            # RFC 9110 15.4.5: a 304 carries the validators a 200 would have carried.
+            renewed = Validators(
+                etag=first.headers.get("ETag", validators.etag),
+                last_modified=first.headers.get("Last-Modified", validators.last_modified),
+            )
+            return TagListing(tags=None, validators=renewed)
+        fresh = Validators()
+        if pages == 1:
+            fresh = Validators(
+                etag=first.headers.get("ETag"), last_modified=first.headers.get("Last-Modified")
+            )
+        return TagListing(tags=tuple(tags), validators=fresh)
+
+    async def _tag_pages(
+        self,
+        repository: Repository,
+        *,
+        page_size: int,
+        conditional: Mapping[str, str] | None = None,
+    ) -> tuple[list[str], httpx.Response, int]:
+        """Every tag, the first page's response and the number of pages read.
+
+        ``conditional`` headers go on the first request only; when it answers
+        304 no page is read (the tags are empty, the count is 0).
+        """
         url: str | None = self.url(f"/v2/{repository.name}/tags/list?n={page_size}")
         seen: dict[str, None] = {}
         visited: set[str] = set()
+        first: httpx.Response | None = None
         while url and url not in visited:
             visited.add(url)
-            response = await self.request("GET", url, what=f"listing tags of {repository}")
+            response = await self.request(
+                "GET",
+                url,
+                what=f"listing tags of {repository}",
+                headers=conditional if first is None else None,
+                ok=(200, 304) if first is None and conditional else (200,),
+            )
+            if first is None:
+                first = response
+                if response.status_code == 304:
+                    return [], response, 0
             try:
                 page = [str(tag) for tag in (response.json().get("tags") or [])]
             except (ValueError, AttributeError) as exc:
@@ -390,7 +433,44 @@ class DistributionRegistry:
                 )
             else:
                 url = None
-        return list(seen)
+        assert first is not None, "the first page is always requested"
+        return list(seen), first, len(visited)
+
+    async def check_tag(self, ref: ImageRef, *, digest: Digest, etag: str | None) -> TagCheck:
+        """Whether the tag still names ``digest``: one HEAD, conditional on ``etag``.
+
+        304 (the manifest's ETag still matches ``If-None-Match``) means
+        unchanged. A 200 is compared through ``Docker-Content-Digest``, or
+        through a strong ``ETag`` equal to the one sent when the digest
+        header is missing; anything else counts as changed, and the caller
+        reads (and hashes) the manifest. Distribution (2.x and 3.x), Harbor
+        and the GitLab registry answer ``ETag: "<digest>"`` and 304 on a
+        match; a HEAD is not counted as a pull by Docker Hub.
+        """
+        if ref.tag is None:
+            raise InvalidInput(f"{ref}: checking a tag needs a tag")
+        headers = {"Accept": manifests.ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        response = await self.request(
+            "HEAD",
+            self.url(f"/v2/{ref.repository.name}/manifests/{ref.tag}"),
+            what=f"checking tag {ref.repository}:{ref.tag}",
+            headers=headers,
+            ok=(200, 304),
+        )
+        current = response.headers.get("ETag")
+        if response.status_code == 304:
+            return TagCheck(unchanged=True, etag=current or etag)
+        try:
+            claimed = Digest.parse(response.headers.get("Docker-Content-Digest", ""))
+        except InvalidDigest:
+            claimed = None  # missing or not a digest: decided by the ETag, else read
+        if claimed is not None:
+            unchanged = claimed == digest
+        else:
+            unchanged = bool(etag and current and not current.startswith("W/") and current == etag)
+        return TagCheck(unchanged=unchanged, etag=current, digest=claimed)
 
     # -- blobs --------------------------------------------------------------
 

@@ -12,10 +12,14 @@ from collections.abc import Sequence
 
 from conveyor.config import models
 from conveyor.core.credentials import Credentials
-from conveyor.core.images import ImageRef, PinnedImage, Repository
+from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
+from conveyor.core.polling import TagCheck, TagListing, Validators
 from conveyor.registry import copy
-from conveyor.registry.client import DistributionRegistry
+from conveyor.registry.client import DistributionRegistry, RetryPolicy
 from conveyor.registry.endpoints import RegistryEndpoint
+
+# Polls do not retry within a poll: the poller backs off (honouring Retry-After) instead.
+POLL_RETRY = RetryPolicy(attempts=1)
 
 
 def endpoint_for(definition: models.Registry, credentials: Credentials | None) -> RegistryEndpoint:
@@ -45,6 +49,16 @@ class ConfiguredRegistry:
     async def list_tags(self, repository: Repository) -> Sequence[str]:
         async with DistributionRegistry(self.endpoint) as client:
             return await client.list_tags(repository)
+
+    async def list_tags_if_changed(
+        self, repository: Repository, validators: Validators
+    ) -> TagListing:
+        async with DistributionRegistry(self.endpoint, retry=POLL_RETRY) as client:
+            return await client.list_tags_if_changed(repository, validators)
+
+    async def check_tag(self, ref: ImageRef, *, digest: Digest, etag: str | None) -> TagCheck:
+        async with DistributionRegistry(self.endpoint, retry=POLL_RETRY) as client:
+            return await client.check_tag(ref, digest=digest, etag=etag)
 
     async def copy(
         self, image: PinnedImage, *, to: Repository, tag: str | None = None

@@ -344,3 +344,22 @@ class Lease(Base):
 
 
 metadata = Base.metadata
+
+
+class SourcePoll(Base):
+    """What the last poll of an artifact source saw: validators for conditional requests.
+
+    One row per polled source; only the source's singleton poller writes it.
+    """
+
+    __tablename__ = "source_polls"
+
+    source: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    rule: Mapped[str] = mapped_column(sa.String(64))
+    tags_etag: Mapped[str | None] = mapped_column(sa.String(500))
+    tags_last_modified: Mapped[str | None] = mapped_column(sa.String(500))
+    tag: Mapped[str | None] = mapped_column(sa.String(200))
+    digest: Mapped[str | None] = mapped_column(sa.String(200))
+    manifest_etag: Mapped[str | None] = mapped_column(sa.String(500))
+    polled_at: Mapped[datetime]
+    changed_at: Mapped[datetime]

@@ -16,9 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from conveyor.core import errors
-from conveyor.core.images import ImageRef, Repository
+from conveyor.core.images import Digest, ImageRef, Repository
+from conveyor.core.polling import Validators
 from conveyor.registry.client import DistributionRegistry, RetryPolicy
 from conveyor.registry.endpoints import RegistryEndpoint
+from conveyor.registry.wiring import ConfiguredRegistry
 from tests.support.registry import QuietHandler, serve_http
 
 ALL_TAGS = [f"v{i:02d}" for i in range(7)]
@@ -159,3 +161,32 @@ class TestSchema1:
                     await registry.resolve(ImageRef.parse(f"{url.removeprefix('http://')}/a:v1"))
         assert "schema1 manifests are not supported" in str(caught.value)
         assert caught.value.retryable is False
+
+
+class TestPollRequests:
+    async def test_a_poll_does_not_retry_a_429_and_reports_retry_after(self):
+        """A poll's request is sent once; the 429's Retry-After travels on the error."""
+        Throttled.script = [(429, {"Retry-After": "120"})] * 2
+        with serve_http(Throttled) as url:
+            host = url.removeprefix("http://")
+            registry = ConfiguredRegistry(RegistryEndpoint(host=host, url=url, insecure=True))
+            with pytest.raises(errors.RegistryUnavailable) as caught:
+                await registry.list_tags_if_changed(Repository(host, "a"), Validators())
+        assert caught.value.retry_after == 120.0
+        assert len(Throttled.script) == 1  # asked once: the poller backs off instead
+
+    async def test_a_tag_check_without_validators_counts_as_changed(self):
+        """A HEAD without Docker-Content-Digest or ETag (as Quay's) cannot prove "unchanged"."""
+        class Bare(QuietHandler):
+            def do_GET(self) -> None:
+                self.reply(200, b"{}")
+
+            def do_HEAD(self) -> None:
+                self.reply(200, b"", {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+
+        with serve_http(Bare) as url:
+            async with client(url) as registry:
+                ref = ImageRef.parse(f"{url.removeprefix('http://')}/a:stable")
+                check = await registry.check_tag(ref, digest=Digest.of(b"x"), etag='"sha256:x"')
+        assert not check.unchanged
+        assert check.digest is None

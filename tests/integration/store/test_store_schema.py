@@ -29,6 +29,7 @@ EXPECTED_TABLES = {
     "api_tokens",
     "audit_log",
     "leases",
+    "source_polls",
 }
 
 
