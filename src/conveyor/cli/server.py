@@ -230,5 +230,3 @@ def token_create(name: str, role: str, config_path: Path | None, database_url: s
     click.echo(token)
     click.echo(f"token '{name}' ({role}) created; store it now, it is not shown again", err=True)
 
-
-COMMANDS: list[click.Command] = [serve, events_group, token_group]
