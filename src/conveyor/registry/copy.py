@@ -163,7 +163,12 @@ class _Copy:
         if pending is not None:
             yield pending
 
-    async def manifest(self, manifest: Manifest, *, reference: str | None = None) -> None:
+    async def manifest(self, manifest: Manifest, *, reference: str | None = None) -> bool:
+        """Copy what ``manifest`` references, then PUT it.
+
+        True when the registry's ``Docker-Content-Digest`` answer confirms the
+        digest (``push_manifest`` raises DigestMismatch when it names another).
+        """
         if manifest.is_index:
             async with _tasks.task_group() as group:
                 for child in manifest.manifests:
@@ -172,8 +177,9 @@ class _Copy:
             async with _tasks.task_group() as group:
                 for blob in manifest.blobs:
                     group.start_soon(self.blob, blob)
-        await self.destination.push_manifest(self.to, manifest, reference=reference)
+        response = await self.destination.push_manifest(self.to, manifest, reference=reference)
         self.manifests += 1
+        return response.headers.get("Docker-Content-Digest") == str(manifest.digest)
 
     async def child(self, descriptor: Descriptor) -> None:
         if descriptor.media_type not in manifests.INDEX_TYPES + manifests.IMAGE_TYPES:
@@ -204,8 +210,12 @@ async def copy_image(
 ) -> CopyResult:
     """Copy exactly ``image`` (with every child of an index) to ``to``, optionally tagging it.
 
-    Afterwards the destination manifest is fetched by digest (and by tag) and
-    hashed: anything but the source digest raises DigestMismatch. Idempotent.
+    Afterwards the destination must hold the source digest, or DigestMismatch
+    is raised: the bytes PUT are the source's, hashed here, and the registry's
+    answer to the last PUT names the digest of what it stored under the tag
+    (``Docker-Content-Digest``). When a registry leaves that optional header
+    out, the manifest is read back (by tag, else by digest) and hashed instead.
+    Idempotent.
     ``manifest`` saves a request when the caller already fetched (and so
     verified) the source manifest; it must carry ``image.digest``.
     """
@@ -222,15 +232,17 @@ async def copy_image(
         limit=anyio.Semaphore(concurrency),
         done={},
     )
-    await job.manifest(manifest, reference=tag)
-    # Read back what the destination serves and hash it: by tag when one was
-    # pushed (proves tag -> digest), else by digest (fetch_manifest compares).
-    stored = await destination.fetch_manifest(to, tag or image.digest)
-    if stored.digest != image.digest:
-        raise DigestMismatch(
-            f"{to}:{tag} points at {stored.digest} after the copy, not {image.digest}",
-            registry=destination.endpoint.host,
-        )
+    confirmed = await job.manifest(manifest, reference=tag)
+    if not confirmed:
+        # No Docker-Content-Digest (optional in the spec): read back what the
+        # destination serves and hash it, by tag when one was pushed (proves
+        # tag -> digest), else by digest (fetch_manifest compares).
+        stored = await destination.fetch_manifest(to, tag or image.digest)
+        if stored.digest != image.digest:
+            raise DigestMismatch(
+                f"{to}:{tag} points at {stored.digest} after the copy, not {image.digest}",
+                registry=destination.endpoint.host,
+            )
     return CopyResult(
         source=image,
         image=PinnedImage(repository=to, digest=image.digest, tag=tag),

@@ -214,3 +214,110 @@ class TestTampering:
         target = Repository(second_registry.host, repo_name)
         present = [await destination.has_blob(target, blob.digest) for blob in manifest.blobs]
         assert not all(present)
+
+
+class RewritingTransport(httpx.AsyncHTTPTransport):
+    """The real transport, recording requests and optionally changing manifest answers.
+
+    ``drop_put_digest`` removes ``Docker-Content-Digest`` from manifest PUT answers
+    (the header is optional in the spec); ``put_digest`` replaces it;
+    ``alter_get`` changes one byte of manifest bodies read from ``alter_get``'s path.
+    """
+
+    def __init__(
+        self,
+        *,
+        drop_put_digest: bool = False,
+        put_digest: str | None = None,
+        alter_get: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+        self.drop_put_digest = drop_put_digest
+        self.put_digest = put_digest
+        self.alter_get = alter_get
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        path = request.url.path
+        self.seen.append((request.method, path))
+        if "/manifests/" not in path:
+            return response
+        headers = httpx.Headers(response.headers)
+        content = await response.aread()
+        if request.method == "PUT" and self.drop_put_digest:
+            del headers["Docker-Content-Digest"]
+        if request.method == "PUT" and self.put_digest:
+            headers["Docker-Content-Digest"] = self.put_digest
+        if request.method == "GET" and path == self.alter_get and response.status_code == 200:
+            content = content.replace(b"sha256:", b"sha256:0", 1)[: len(content)]
+        headers.pop("Content-Length", None)
+        return httpx.Response(response.status_code, headers=headers, content=content)
+
+
+class TestDestinationCheck:
+    async def test_confirmed_put_needs_no_read_back(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """When the last PUT's Docker-Content-Digest names the source digest, nothing is re-read."""
+        transport = RewritingTransport()
+        client = client_for(anonymous_registry, transport=transport)
+        result = await copy_image(
+            client,
+            pinned(anonymous_registry, "src/multi", images.multi),
+            destination=client,
+            to=Repository(anonymous_registry.host, repo_name),
+            tag="v1",
+        )
+        assert result.image.digest == Digest.parse(images.multi)
+        reads = [path for method, path in transport.seen if method == "GET"]
+        assert not [path for path in reads if path.startswith(f"/v2/{repo_name}/")]
+        assert skopeo_digest(f"{anonymous_registry.host}/{repo_name}:v1") == images.multi
+
+    async def test_without_the_header_the_tag_is_read_back(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """A registry that omits the optional header gets the tag read back and hashed."""
+        transport = RewritingTransport(drop_put_digest=True)
+        client = client_for(anonymous_registry, transport=transport)
+        await copy_image(
+            client,
+            pinned(anonymous_registry, "src/single", images.single),
+            destination=client,
+            to=Repository(anonymous_registry.host, repo_name),
+            tag="v1",
+        )
+        assert transport.seen[-1] == ("GET", f"/v2/{repo_name}/manifests/v1")
+
+    async def test_read_back_that_differs_is_refused(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """Without the header, a read-back whose bytes differ raises DigestMismatch."""
+        transport = RewritingTransport(
+            drop_put_digest=True, alter_get=f"/v2/{repo_name}/manifests/v1"
+        )
+        client = client_for(anonymous_registry, transport=transport)
+        with pytest.raises(errors.DigestMismatch):
+            await copy_image(
+                client,
+                pinned(anonymous_registry, "src/single", images.single),
+                destination=client,
+                to=Repository(anonymous_registry.host, repo_name),
+                tag="v1",
+            )
+
+    async def test_put_answer_naming_another_digest_is_refused(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """A destination that says it stored another digest fails the copy."""
+        transport = RewritingTransport(put_digest="sha256:" + "0" * 64)
+        client = client_for(anonymous_registry, transport=transport)
+        with pytest.raises(errors.DigestMismatch) as caught:
+            await copy_image(
+                client,
+                pinned(anonymous_registry, "src/single", images.single),
+                destination=client,
+                to=Repository(anonymous_registry.host, repo_name),
+                tag="v1",
+            )
+        assert "stored the manifest as sha256:000" in str(caught.value)
