@@ -179,7 +179,8 @@ class _Copy:
                     group.start_soon(self.blob, blob)
         response = await self.destination.push_manifest(self.to, manifest, reference=reference)
         self.manifests += 1
-        return response.headers.get("Docker-Content-Digest") == str(manifest.digest)
+        claimed: str | None = response.headers.get("Docker-Content-Digest")
+        return claimed == str(manifest.digest)
 
     async def child(self, descriptor: Descriptor) -> None:
         if descriptor.media_type not in manifests.INDEX_TYPES + manifests.IMAGE_TYPES:
