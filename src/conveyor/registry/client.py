@@ -20,6 +20,7 @@ from typing import Self
 from urllib.parse import urljoin
 
 import anyio
+import httpcore
 import httpx
 
 from conveyor.core.errors import (
@@ -44,6 +45,17 @@ TAGS_PAGE_SIZE = 1000
 # Connect fails fast; reads allow a slow registry to stream a big layer chunk.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 Sleep = Callable[[float], Awaitable[None]]
+
+# httpcore reads at most 64 KiB per call (a class constant), while asyncio
+# receives up to 256 KiB per socket read: every bigger read was split, and its
+# rest copied, into 64 KiB pieces, each with its own timeout scope, h11 event,
+# hash update and upload write. Reading up to 256 KiB cuts that per-chunk work
+# by about a quarter of the client's CPU when streaming layers; a read is still
+# bounded by asyncio's 256 KiB, so memory stays bounded per transfer.
+STREAM_READ_BYTES = 256 * 1024
+httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, STREAM_READ_BYTES
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
