@@ -408,4 +408,3 @@ def env_history(
             )
 
     _emit(rows, as_json, human)
-

@@ -4,10 +4,12 @@ Promotion without touching disk (FORMATS.md 1.7): blobs first, then child
 manifests by digest, then the index (or manifest) bytes, unchanged, so the
 digest is the same in every registry. Within one registry, blobs are
 cross-repository mounted (no layer bytes pass through Conveyor); between
-registries they are streamed GET -> PUT in chunks, a few at a time, skipping
-blobs the destination already has. Chunks are passed on as the socket
-delivers them (httpcore reads 64 KiB at a time), so memory stays bounded by
-``concurrency x`` a few socket reads, whatever the layer size.
+registries they are streamed GET -> PUT, a few at a time, skipping blobs the
+destination already has; a blob larger than the destination's ``chunk_size``
+(or every blob, once the destination refused a single-request upload) goes up
+in PATCH chunks instead. Data is passed on as the socket delivers it (reads
+of up to 256 KiB), so memory stays bounded by ``concurrency x`` a few socket
+reads, whatever the layer or chunk size.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import anyio
 from conveyor.core.errors import DigestMismatch, InvalidInput, RegistryUnavailable
 from conveyor.core.images import Digest, PinnedImage, Repository
 from conveyor.registry import _tasks, manifests
-from conveyor.registry.client import DistributionRegistry
+from conveyor.registry.client import DistributionRegistry, MonolithicRefused
 from conveyor.registry.manifests import Descriptor, Manifest
 
 # Concurrent blob transfers per copy (skopeo copies 6 layers at a time).
@@ -116,7 +118,12 @@ class _Copy:
             return
         for attempt in range(BLOB_ATTEMPTS):
             try:
-                await self._stream(descriptor)
+                try:
+                    await self._stream(descriptor)
+                except MonolithicRefused:
+                    # Send this blob (and every later one) in PATCH chunks.
+                    self.destination.refuse_monolithic()
+                    await self._stream(descriptor)
                 break
             except RegistryUnavailable:
                 if attempt == BLOB_ATTEMPTS - 1:
@@ -131,8 +138,13 @@ class _Copy:
         what = f"copying blob {digest.short} to {self.to}"
         location = await self.destination.start_upload(self.to)
         url = self.source.url(f"/v2/{self.from_repository.name}/blobs/{digest}")
+        upload = (
+            self.destination.patch_stream
+            if self.destination.chunked(descriptor.size)
+            else self.destination.put_stream
+        )
         async with self.source.stream("GET", url, what=f"reading blob {digest.short}") as response:
-            await self.destination.put_stream(
+            await upload(
                 location,
                 digest=digest,
                 size=descriptor.size,

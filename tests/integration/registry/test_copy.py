@@ -321,3 +321,95 @@ class TestDestinationCheck:
                 tag="v1",
             )
         assert "stored the manifest as sha256:000" in str(caught.value)
+
+
+def refusing_monolithic_proxy(upstream: str, refused: list[str]):
+    """Stand-in for a registry (or a proxy before it) that answers 413 to a blob in one PUT.
+
+    Forwards everything else to ``upstream`` (PATCH chunks, the closing empty PUT),
+    pointing upload ``Location`` headers back at itself.
+    """
+
+    class Handler(QuietHandler):
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if self.command == "PUT" and "/blobs/uploads/" in self.path and length:
+                refused.append(self.path)
+                self.reply(413, b"request entity too large", {"Connection": "close"})
+                return
+            headers = {
+                k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+            }
+            response = httpx.request(
+                self.command, upstream + self.path, headers=headers, content=body
+            )
+            here = f"http://{self.headers['Host']}"
+            out = {
+                k: v.replace(upstream, here) if k.lower() == "location" else v
+                for k, v in response.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            }
+            self.reply(response.status_code, response.content, out)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+    return serve_http(Handler)
+
+
+class TestChunkedUploads:
+    async def test_blobs_above_the_chunk_size_go_in_patches(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """With chunk_size set, bigger blobs are PATCHed in pieces; the digest survives."""
+        transport = RewritingTransport()
+        destination = client_for(second_registry, transport=transport, chunk_size=64 * 1024)
+        result = await copy_image(
+            client_for(anonymous_registry),
+            pinned(anonymous_registry, "src/layers", images.layers),
+            destination=destination,
+            to=Repository(second_registry.host, repo_name),
+            tag="v1",
+        )
+        assert result.blobs_copied == 5
+        patches = [path for method, path in transport.seen if method == "PATCH"]
+        assert len(patches) == 4 * 4  # four ~200 kB layers in 64 KiB pieces; config in one PUT
+        assert skopeo_digest(f"{second_registry.host}/{repo_name}:v1") == images.layers
+
+    async def test_refused_monolithic_upload_falls_back_to_chunks(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """A 413 to the single-request PUT makes the copy send blobs in PATCH chunks."""
+        refused: list[str] = []
+        with refusing_monolithic_proxy(second_registry.url, refused) as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            destination = client_for(proxy)
+            result = await copy_image(
+                client_for(anonymous_registry),
+                pinned(anonymous_registry, "src/layers", images.layers),
+                destination=destination,
+                to=Repository(proxy.host, repo_name),
+                tag="v1",
+            )
+        assert refused and result.blobs_copied == 5
+        assert destination.monolithic_refused and destination.chunked(1)
+        assert skopeo_digest(f"{second_registry.host}/{repo_name}:v1") == images.layers
+
+    async def test_altered_blob_is_not_committed_in_chunks(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """Chunked uploads keep the hash check: the last chunk of a bad blob is never sent."""
+        with tampering_proxy(anonymous_registry.url, target="/blobs/") as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            destination = client_for(second_registry, chunk_size=64 * 1024)
+            with pytest.raises(errors.DigestMismatch):
+                await copy_image(
+                    client_for(proxy),
+                    pinned(proxy, "src/layers", images.layers),
+                    destination=destination,
+                    to=Repository(second_registry.host, repo_name),
+                )
