@@ -44,6 +44,11 @@ IMAGES = ("small", "layered", "multi")
 CONVEYOR = str(ROOT / ".venv/bin/conveyor")
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (this machine is shared)."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def timed(args: list[str], env: dict[str, str], work: Path) -> tuple[float, int, str]:
     """Wall time (s), peak RSS (KiB, from /usr/bin/time) and stdout of one command."""
     rss_file = work / "rss.txt"
@@ -114,6 +119,10 @@ def main() -> None:
     if options.one_copy:
         one_copy(*options.one_copy)
         return
+    # Time the CLI as scripts/install leaves it: with the sources' bytecode
+    # current (this environment may set PYTHONDONTWRITEBYTECODE).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True)
+    print(f"load average at start: {load_average()}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
         work = Path(tmp)
         one = start_registry(work / "registry-a")
@@ -125,6 +134,7 @@ def main() -> None:
             results = run(options.repeats, one, work, options.only or IMAGES)
         finally:
             one.stop()
+    print(f"load average at end: {load_average()}", file=sys.stderr)
     report(results)
     if options.json:
         options.json.write_text(json.dumps(results, indent=2))

@@ -40,5 +40,3 @@ def audit_list(
 
     _emit(rows, as_json, human)
 
-
-COMMANDS: list[click.Command] = [audit_group]

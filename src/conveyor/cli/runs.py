@@ -408,17 +408,3 @@ def env_history(
             )
 
     _emit(rows, as_json, human)
-
-
-COMMANDS: list[click.Command] = [
-    run_command,
-    approve,
-    reject,
-    cancel,
-    rollback,
-    mark_bad,
-    clear_bad,
-    worker,
-    runs_group,
-    env_group,
-]

@@ -229,6 +229,3 @@ def token_create(name: str, role: str, config_path: Path | None, database_url: s
     token = tokens.create(services, name=name, role=role, created_by=settings.user)
     click.echo(token)
     click.echo(f"token '{name}' ({role}) created; store it now, it is not shown again", err=True)
-
-
-COMMANDS: list[click.Command] = [serve, events_group, token_group]

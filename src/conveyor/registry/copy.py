@@ -4,10 +4,12 @@ Promotion without touching disk (FORMATS.md 1.7): blobs first, then child
 manifests by digest, then the index (or manifest) bytes, unchanged, so the
 digest is the same in every registry. Within one registry, blobs are
 cross-repository mounted (no layer bytes pass through Conveyor); between
-registries they are streamed GET -> PUT in chunks, a few at a time, skipping
-blobs the destination already has. Chunks are passed on as the socket
-delivers them (httpcore reads 64 KiB at a time), so memory stays bounded by
-``concurrency x`` a few socket reads, whatever the layer size.
+registries they are streamed GET -> PUT, a few at a time, skipping blobs the
+destination already has; a blob larger than the destination's ``chunk_size``
+(or every blob, once the destination refused a single-request upload) goes up
+in PATCH chunks instead. Data is passed on as the socket delivers it (reads
+of up to 256 KiB), so memory stays bounded by ``concurrency x`` a few socket
+reads, whatever the layer or chunk size.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import anyio
 from conveyor.core.errors import DigestMismatch, InvalidInput, RegistryUnavailable
 from conveyor.core.images import Digest, PinnedImage, Repository
 from conveyor.registry import _tasks, manifests
-from conveyor.registry.client import DistributionRegistry
+from conveyor.registry.client import DistributionRegistry, MonolithicRefused
 from conveyor.registry.manifests import Descriptor, Manifest
 
 # Concurrent blob transfers per copy (skopeo copies 6 layers at a time).
@@ -116,7 +118,12 @@ class _Copy:
             return
         for attempt in range(BLOB_ATTEMPTS):
             try:
-                await self._stream(descriptor)
+                try:
+                    await self._stream(descriptor)
+                except MonolithicRefused:
+                    # Send this blob (and every later one) in PATCH chunks.
+                    self.destination.refuse_monolithic()
+                    await self._stream(descriptor)
                 break
             except RegistryUnavailable:
                 if attempt == BLOB_ATTEMPTS - 1:
@@ -131,8 +138,13 @@ class _Copy:
         what = f"copying blob {digest.short} to {self.to}"
         location = await self.destination.start_upload(self.to)
         url = self.source.url(f"/v2/{self.from_repository.name}/blobs/{digest}")
+        upload = (
+            self.destination.patch_stream
+            if self.destination.chunked(descriptor.size)
+            else self.destination.put_stream
+        )
         async with self.source.stream("GET", url, what=f"reading blob {digest.short}") as response:
-            await self.destination.put_stream(
+            await upload(
                 location,
                 digest=digest,
                 size=descriptor.size,
@@ -163,7 +175,12 @@ class _Copy:
         if pending is not None:
             yield pending
 
-    async def manifest(self, manifest: Manifest, *, reference: str | None = None) -> None:
+    async def manifest(self, manifest: Manifest, *, reference: str | None = None) -> bool:
+        """Copy what ``manifest`` references, then PUT it.
+
+        True when the registry's ``Docker-Content-Digest`` answer confirms the
+        digest (``push_manifest`` raises DigestMismatch when it names another).
+        """
         if manifest.is_index:
             async with _tasks.task_group() as group:
                 for child in manifest.manifests:
@@ -172,8 +189,10 @@ class _Copy:
             async with _tasks.task_group() as group:
                 for blob in manifest.blobs:
                     group.start_soon(self.blob, blob)
-        await self.destination.push_manifest(self.to, manifest, reference=reference)
+        response = await self.destination.push_manifest(self.to, manifest, reference=reference)
         self.manifests += 1
+        claimed: str | None = response.headers.get("Docker-Content-Digest")
+        return claimed == str(manifest.digest)
 
     async def child(self, descriptor: Descriptor) -> None:
         if descriptor.media_type not in manifests.INDEX_TYPES + manifests.IMAGE_TYPES:
@@ -204,8 +223,12 @@ async def copy_image(
 ) -> CopyResult:
     """Copy exactly ``image`` (with every child of an index) to ``to``, optionally tagging it.
 
-    Afterwards the destination manifest is fetched by digest (and by tag) and
-    hashed: anything but the source digest raises DigestMismatch. Idempotent.
+    Afterwards the destination must hold the source digest, or DigestMismatch
+    is raised: the bytes PUT are the source's, hashed here, and the registry's
+    answer to the last PUT names the digest of what it stored under the tag
+    (``Docker-Content-Digest``). When a registry leaves that optional header
+    out, the manifest is read back (by tag, else by digest) and hashed instead.
+    Idempotent.
     ``manifest`` saves a request when the caller already fetched (and so
     verified) the source manifest; it must carry ``image.digest``.
     """
@@ -222,15 +245,17 @@ async def copy_image(
         limit=anyio.Semaphore(concurrency),
         done={},
     )
-    await job.manifest(manifest, reference=tag)
-    # Read back what the destination serves and hash it: by tag when one was
-    # pushed (proves tag -> digest), else by digest (fetch_manifest compares).
-    stored = await destination.fetch_manifest(to, tag or image.digest)
-    if stored.digest != image.digest:
-        raise DigestMismatch(
-            f"{to}:{tag} points at {stored.digest} after the copy, not {image.digest}",
-            registry=destination.endpoint.host,
-        )
+    confirmed = await job.manifest(manifest, reference=tag)
+    if not confirmed:
+        # No Docker-Content-Digest (optional in the spec): read back what the
+        # destination serves and hash it, by tag when one was pushed (proves
+        # tag -> digest), else by digest (fetch_manifest compares).
+        stored = await destination.fetch_manifest(to, tag or image.digest)
+        if stored.digest != image.digest:
+            raise DigestMismatch(
+                f"{to}:{tag} points at {stored.digest} after the copy, not {image.digest}",
+                registry=destination.endpoint.host,
+            )
     return CopyResult(
         source=image,
         image=PinnedImage(repository=to, digest=image.digest, tag=tag),

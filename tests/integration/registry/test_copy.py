@@ -214,3 +214,202 @@ class TestTampering:
         target = Repository(second_registry.host, repo_name)
         present = [await destination.has_blob(target, blob.digest) for blob in manifest.blobs]
         assert not all(present)
+
+
+class RewritingTransport(httpx.AsyncHTTPTransport):
+    """The real transport, recording requests and optionally changing manifest answers.
+
+    ``drop_put_digest`` removes ``Docker-Content-Digest`` from manifest PUT answers
+    (the header is optional in the spec); ``put_digest`` replaces it;
+    ``alter_get`` changes one byte of manifest bodies read from ``alter_get``'s path.
+    """
+
+    def __init__(
+        self,
+        *,
+        drop_put_digest: bool = False,
+        put_digest: str | None = None,
+        alter_get: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+        self.drop_put_digest = drop_put_digest
+        self.put_digest = put_digest
+        self.alter_get = alter_get
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        path = request.url.path
+        self.seen.append((request.method, path))
+        if "/manifests/" not in path:
+            return response
+        headers = httpx.Headers(response.headers)
+        content = await response.aread()
+        if request.method == "PUT" and self.drop_put_digest:
+            del headers["Docker-Content-Digest"]
+        if request.method == "PUT" and self.put_digest:
+            headers["Docker-Content-Digest"] = self.put_digest
+        if request.method == "GET" and path == self.alter_get and response.status_code == 200:
+            content = content.replace(b"sha256:", b"sha256:0", 1)[: len(content)]
+        headers.pop("Content-Length", None)
+        return httpx.Response(response.status_code, headers=headers, content=content)
+
+
+class TestDestinationCheck:
+    async def test_confirmed_put_needs_no_read_back(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """When the last PUT's Docker-Content-Digest names the source digest, nothing is re-read."""
+        transport = RewritingTransport()
+        client = client_for(anonymous_registry, transport=transport)
+        result = await copy_image(
+            client,
+            pinned(anonymous_registry, "src/multi", images.multi),
+            destination=client,
+            to=Repository(anonymous_registry.host, repo_name),
+            tag="v1",
+        )
+        assert result.image.digest == Digest.parse(images.multi)
+        reads = [path for method, path in transport.seen if method == "GET"]
+        assert not [path for path in reads if path.startswith(f"/v2/{repo_name}/")]
+        assert skopeo_digest(f"{anonymous_registry.host}/{repo_name}:v1") == images.multi
+
+    async def test_without_the_header_the_tag_is_read_back(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """A registry that omits the optional header gets the tag read back and hashed."""
+        transport = RewritingTransport(drop_put_digest=True)
+        client = client_for(anonymous_registry, transport=transport)
+        await copy_image(
+            client,
+            pinned(anonymous_registry, "src/single", images.single),
+            destination=client,
+            to=Repository(anonymous_registry.host, repo_name),
+            tag="v1",
+        )
+        assert transport.seen[-1] == ("GET", f"/v2/{repo_name}/manifests/v1")
+
+    async def test_read_back_that_differs_is_refused(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """Without the header, a read-back whose bytes differ raises DigestMismatch."""
+        transport = RewritingTransport(
+            drop_put_digest=True, alter_get=f"/v2/{repo_name}/manifests/v1"
+        )
+        client = client_for(anonymous_registry, transport=transport)
+        with pytest.raises(errors.DigestMismatch):
+            await copy_image(
+                client,
+                pinned(anonymous_registry, "src/single", images.single),
+                destination=client,
+                to=Repository(anonymous_registry.host, repo_name),
+                tag="v1",
+            )
+
+    async def test_put_answer_naming_another_digest_is_refused(
+        self, anonymous_registry, images, client_for, repo_name
+    ):
+        """A destination that says it stored another digest fails the copy."""
+        transport = RewritingTransport(put_digest="sha256:" + "0" * 64)
+        client = client_for(anonymous_registry, transport=transport)
+        with pytest.raises(errors.DigestMismatch) as caught:
+            await copy_image(
+                client,
+                pinned(anonymous_registry, "src/single", images.single),
+                destination=client,
+                to=Repository(anonymous_registry.host, repo_name),
+                tag="v1",
+            )
+        assert "stored the manifest as sha256:000" in str(caught.value)
+
+
+def refusing_monolithic_proxy(upstream: str, refused: list[str]):
+    """Stand-in for a registry (or a proxy before it) that answers 413 to a blob in one PUT.
+
+    Forwards everything else to ``upstream`` (PATCH chunks, the closing empty PUT),
+    pointing upload ``Location`` headers back at itself.
+    """
+
+    class Handler(QuietHandler):
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if self.command == "PUT" and "/blobs/uploads/" in self.path and length:
+                refused.append(self.path)
+                self.reply(413, b"request entity too large", {"Connection": "close"})
+                return
+            headers = {
+                k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+            }
+            response = httpx.request(
+                self.command, upstream + self.path, headers=headers, content=body
+            )
+            here = f"http://{self.headers['Host']}"
+            out = {
+                k: v.replace(upstream, here) if k.lower() == "location" else v
+                for k, v in response.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            }
+            self.reply(response.status_code, response.content, out)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+    return serve_http(Handler)
+
+
+class TestChunkedUploads:
+    async def test_blobs_above_the_chunk_size_go_in_patches(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """With chunk_size set, bigger blobs are PATCHed in pieces; the digest survives."""
+        transport = RewritingTransport()
+        destination = client_for(second_registry, transport=transport, chunk_size=64 * 1024)
+        result = await copy_image(
+            client_for(anonymous_registry),
+            pinned(anonymous_registry, "src/layers", images.layers),
+            destination=destination,
+            to=Repository(second_registry.host, repo_name),
+            tag="v1",
+        )
+        assert result.blobs_copied == 5
+        patches = [path for method, path in transport.seen if method == "PATCH"]
+        assert len(patches) == 4 * 4  # four ~200 kB layers in 64 KiB pieces; config in one PUT
+        assert skopeo_digest(f"{second_registry.host}/{repo_name}:v1") == images.layers
+
+    async def test_refused_monolithic_upload_falls_back_to_chunks(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """A 413 to the single-request PUT makes the copy send blobs in PATCH chunks."""
+        refused: list[str] = []
+        with refusing_monolithic_proxy(second_registry.url, refused) as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            destination = client_for(proxy)
+            result = await copy_image(
+                client_for(anonymous_registry),
+                pinned(anonymous_registry, "src/layers", images.layers),
+                destination=destination,
+                to=Repository(proxy.host, repo_name),
+                tag="v1",
+            )
+        assert refused and result.blobs_copied == 5
+        assert destination.monolithic_refused and destination.chunked(1)
+        assert skopeo_digest(f"{second_registry.host}/{repo_name}:v1") == images.layers
+
+    async def test_altered_blob_is_not_committed_in_chunks(
+        self, anonymous_registry, second_registry, images, client_for, repo_name
+    ):
+        """Chunked uploads keep the hash check: the last chunk of a bad blob is never sent."""
+        with tampering_proxy(anonymous_registry.url, target="/blobs/") as url:
+            proxy = RegistryProcess(
+                host=url.removeprefix("http://"), url=url, directory=None, process=None
+            )
+            destination = client_for(second_registry, chunk_size=64 * 1024)
+            with pytest.raises(errors.DigestMismatch):
+                await copy_image(
+                    client_for(proxy),
+                    pinned(proxy, "src/layers", images.layers),
+                    destination=destination,
+                    to=Repository(second_registry.host, repo_name),
+                )
