@@ -11,7 +11,6 @@ same version twice.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 import structlog
 from croniter import croniter
 
+from conveyor import aio
 from conveyor.core import durations
 from conveyor.core.errors import ConveyorError, IntegrationError
 from conveyor.service import runs, selection
@@ -159,7 +159,7 @@ class Scheduler:
     def _poll(self, job: Job) -> list[int]:
         assert job.source is not None
         artifact = self.services.definitions.sources[job.source]
-        image = asyncio.run(
+        image = aio.run(
             selection.fix_artifact(
                 self.services,
                 job.source,

@@ -6,7 +6,6 @@ with its image fixed by digest, before any worker touches it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from conveyor import aio
 from conveyor.config import models, steps
 from conveyor.core import gates, sources
 from conveyor.core.errors import Conflict, InvalidInput, NotFound, PromotionRefused
@@ -196,7 +196,7 @@ def _fix_image(
         )
     artifact = services.definitions.sources[source.artifact]
     values = {**services.environ, **parameters}
-    image = asyncio.run(
+    image = aio.run(
         selection.fix_artifact(
             services,
             source.artifact,
