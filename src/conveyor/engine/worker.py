@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -168,29 +168,39 @@ class Worker:
         with unit_of_work(self.services.engine) as session:
             return self._begin(session, runs.load_run(session, run_id), now=now)
 
-    def _begin(self, session: Session, run: tables.Run, *, now: datetime) -> _Begun | None:
+    def _begin(
+        self,
+        session: Session,
+        run: tables.Run,
+        *,
+        now: datetime,
+        steps: Sequence[tables.Step] | None = None,
+    ) -> _Begun | None:
         """In the caller's transaction: mark the next step running, or end the run.
 
         The step's status is committed with the caller's transaction, before
         its effects start (the caller runs it only after the commit).
+        ``steps``: the run's steps, when the caller has loaded them in this session.
         """
         if run.claimed_by != self.name:
             return None
+        ordered = runs.run_steps(session, run.id) if steps is None else steps
         if run.cancel_requested_at is not None:
-            runs.finish(session, run, RunStatus.CANCELLED, now=now, error="cancelled")
+            runs.finish(
+                session, run, RunStatus.CANCELLED, now=now, error="cancelled", steps=ordered
+            )
             return None
         if run.status == RunStatus.QUEUED:
             run.status = RunStatus.RUNNING
             run.started_at = now
-        ordered = runs.run_steps(session, run.id)
         for interrupted in ordered:
             if interrupted.status == StepStatus.RUNNING:
-                self._recover(session, run, interrupted, now=now)
+                self._recover(session, run, interrupted, now=now, steps=ordered)
                 if interrupted.status == StepStatus.FAILED:
                     return None
         step = next((s for s in ordered if not StepStatus(s.status).is_terminal), None)
         if step is None:
-            self._succeed(session, run, now=now)
+            self._succeed(session, run, now=now, steps=ordered)
             return None
         run.status = RunStatus.RUNNING
         if step.status == StepStatus.PENDING:
@@ -201,7 +211,13 @@ class Worker:
         return self._facts(session, run, step)
 
     def _recover(
-        self, session: Session, run: tables.Run, step: tables.Step, *, now: datetime
+        self,
+        session: Session,
+        run: tables.Run,
+        step: tables.Step,
+        *,
+        now: datetime,
+        steps: Sequence[tables.Step],
     ) -> None:
         outcome = recover_step(step.kind)
         step.status = outcome
@@ -211,23 +227,33 @@ class Worker:
             )
             step.finished_at = now
             runs.finish(
-                session, run, RunStatus.FAILED, now=now, error=f"step '{step.name}' interrupted"
+                session,
+                run,
+                RunStatus.FAILED,
+                now=now,
+                error=f"step '{step.name}' interrupted",
+                steps=steps,
             )
 
-    def _succeed(self, session: Session, run: tables.Run, *, now: datetime) -> None:
+    def _succeed(
+        self, session: Session, run: tables.Run, *, now: datetime, steps: Sequence[tables.Step]
+    ) -> None:
         if run.environment is not None and run.image_digest is not None:
-            approvers = sorted(
-                {
-                    a.user
-                    for a in session.scalars(
-                        sa.select(tables.Approval).where(
-                            tables.Approval.run_id == run.id, tables.Approval.decision == "approve"
+            approvers: list[str] = []
+            if any(s.kind == "approval" for s in steps):  # only gates record approvals
+                approvers = sorted(
+                    {
+                        a.user
+                        for a in session.scalars(
+                            sa.select(tables.Approval).where(
+                                tables.Approval.run_id == run.id,
+                                tables.Approval.decision == "approve",
+                            )
                         )
-                    )
-                }
-            )
+                    }
+                )
             environments.record_verification(session, run=run, approvers=approvers, at=now)
-        runs.finish(session, run, RunStatus.SUCCEEDED, now=now, error=None)
+        runs.finish(session, run, RunStatus.SUCCEEDED, now=now, error=None, steps=steps)
 
     async def _execute(self, run_id: int, begun: _Begun) -> _Begun | None:
         """Run one step and commit its outcome; returns the next step, begun in that commit."""
@@ -312,8 +338,8 @@ class Worker:
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
             run = runs.load_run(session, run_id)
-            step = session.get(tables.Step, step_id)
-            assert step is not None
+            ordered = runs.run_steps(session, run_id)
+            step = next(s for s in ordered if s.id == step_id)
             step.status = StepStatus.SUCCEEDED
             step.finished_at = now
             step.output = dict(outcome.output)
@@ -335,7 +361,7 @@ class Worker:
                     kind="rollback" if run.trigger_kind == "rollback" else "deploy",
                     at=now,
                 )
-            return self._begin(session, run, now=now)
+            return self._begin(session, run, now=now, steps=ordered)
 
     def _wait(
         self, run_id: int, step_id: int, outcome: Waiting, *, wake_in: timedelta | None

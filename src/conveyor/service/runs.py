@@ -347,16 +347,25 @@ def cancel(services: Services, run_id: int, *, user: str) -> None:
 
 
 def finish(
-    session: Session, run: tables.Run, status: RunStatus, *, now: datetime, error: str | None
+    session: Session,
+    run: tables.Run,
+    status: RunStatus,
+    *,
+    now: datetime,
+    error: str | None,
+    steps: Sequence[tables.Step] | None = None,
 ) -> None:
-    """Move a run to a terminal status, closing its unfinished steps."""
+    """Move a run to a terminal status, closing its unfinished steps.
+
+    ``steps``: the run's steps when the caller has them loaded in this session.
+    """
     run.status = status
     run.finished_at = now
     run.error = error
     run.claimed_by = None
     run.lease_expires_at = None
     run.wake_at = None
-    for step in run_steps(session, run.id):
+    for step in run_steps(session, run.id) if steps is None else steps:
         if not StepStatus(step.status).is_terminal:
             step.status = (
                 StepStatus.CANCELLED if status == RunStatus.CANCELLED else StepStatus.SKIPPED
