@@ -84,7 +84,13 @@ def _make_server_class() -> type:
     show_envvar=True,
     help="Port to listen on.",
 )
-@click.option("--poll", default=0.5, show_default=True, help="Seconds between looks for work.")
+@click.option(
+    "--poll",
+    default=0.5,
+    show_default=True,
+    help="Seconds between looks for work not announced by this server's webhooks "
+    "(accepted events wake the worker at once).",
+)
 @click.option(
     "--lease",
     default=30.0,
