@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,6 +19,8 @@ from conveyor.core.events import Headers
 from conveyor.service import events
 from conveyor.service.context import Services
 from conveyor.webhooks import MAX_BODY_BYTES, check_size
+
+log = structlog.get_logger("conveyor.api")
 
 
 async def read_capped(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -34,12 +37,20 @@ async def read_capped(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def webhook_endpoint(services: Services) -> Callable[[Request], Any]:
+def webhook_endpoint(
+    services: Services, on_accepted: Callable[[int], None] | None = None
+) -> Callable[[Request], Any]:
     async def receive(request: Request) -> Response:
         name = request.path_params["name"]
         body = await read_capped(request)
         headers = Headers(request.headers.items())
         result = await run_in_threadpool(events.ingest, services, name, headers=headers, body=body)
+        if on_accepted is not None and result.accepted:
+            # Committed already: the listener (the worker's wake-up) must not fail the answer.
+            try:
+                on_accepted(len(result.accepted))
+            except Exception:
+                log.exception("on_accepted listener failed")
         return JSONResponse(
             {
                 "accepted": len(result.accepted),
@@ -60,12 +71,17 @@ async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi.document())
 
 
-def build_app(services: Services) -> Starlette:
-    """The whole HTTP surface of one Conveyor process."""
+def build_app(services: Services, *, on_accepted: Callable[[int], None] | None = None) -> Starlette:
+    """The whole HTTP surface of one Conveyor process.
+
+    ``on_accepted(n)`` is called after a delivery's ``n`` new events are
+    committed to the inbox, before the 202 (the server wakes its worker with
+    it); it must be cheap and thread-safe, and an error in it is only logged.
+    """
     routes = [
         Route("/healthz", healthz),
         Route("/api/v1/openapi.json", openapi_document),
-        Route("/hooks/{name}", webhook_endpoint(services), methods=["POST"]),
+        Route("/hooks/{name}", webhook_endpoint(services, on_accepted), methods=["POST"]),
         *resources.routes(services),
     ]
     return Starlette(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -15,31 +14,32 @@ from typing import Any
 import click
 
 from conveyor.cli.runs import _emit, _services, json_option, state_options
-from conveyor.engine.scheduler import Scheduler
+from conveyor.engine.background import Wakeup, run_background
 from conveyor.engine.worker import Worker, worker_name
 from conveyor.service import events, tokens
 from conveyor.service.context import Services
 
 
-def background(services: Services, worker: Worker, stop: threading.Event, poll: float) -> None:
-    """Poll, fire schedules, process the inbox and drive runs until ``stop``.
+def background(
+    services: Services,
+    worker: Worker,
+    stop: threading.Event,
+    poll: float,
+    wakeup: Wakeup | None = None,
+) -> None:
+    """Process the inbox, drive runs, poll and fire schedules until ``stop`` is set.
 
-    Errors are reported and the loop goes on: one bad registry must not stop the server.
+    Woken at once through ``wakeup`` (the webhooks call it), else every ``poll``
+    seconds; see conveyor.engine.background.
     """
-    scheduler = Scheduler(services=services, owner=worker.name)
-    try:
-        while not stop.is_set():
-            busy = 0
-            try:
-                busy += len(scheduler.tick())
-                busy += events.process_pending(services, owner=worker.name)
-                busy += asyncio.run(worker.run_until_idle())
-            except Exception as exc:  # the server keeps serving; the error is shown
-                click.echo(f"background error: {type(exc).__name__}: {exc}", err=True)
-            if not busy:
-                stop.wait(poll)
-    finally:
-        scheduler.release()
+    run_background(
+        services,
+        worker,
+        stop,
+        poll=poll,
+        wakeup=wakeup or Wakeup(),
+        report=lambda message: click.echo(message, err=True),
+    )
 
 
 def _make_server_class() -> type:
@@ -84,7 +84,13 @@ def _make_server_class() -> type:
     show_envvar=True,
     help="Port to listen on.",
 )
-@click.option("--poll", default=0.5, show_default=True, help="Seconds between looks for work.")
+@click.option(
+    "--poll",
+    default=0.5,
+    show_default=True,
+    help="Seconds between looks for work not announced by this server's webhooks "
+    "(accepted events wake the worker at once).",
+)
 @click.option(
     "--lease",
     default=30.0,
@@ -110,9 +116,10 @@ def serve(
     services, _ = _services(config_path, database_url)
     worker = Worker(services=services, name=worker_name(), lease=timedelta(seconds=lease))
     stop = threading.Event()
+    wakeup = Wakeup()
     thread = threading.Thread(
         target=background,
-        args=(services, worker, stop, poll),
+        args=(services, worker, stop, poll, wakeup),
         name="conveyor-worker",
         daemon=True,
     )
@@ -121,7 +128,7 @@ def serve(
     click.echo(f"conveyor serving on http://{host}:{port} (webhooks: {hooks})", err=True)
     server = _make_server_class()(
         uvicorn.Config(
-            build_app(services),
+            build_app(services, on_accepted=wakeup.accepted),
             host=host,
             port=port,
             log_level="warning",
@@ -132,6 +139,7 @@ def serve(
         server.run()
     finally:
         stop.set()
+        wakeup.wake()
         thread.join(timeout=30)
         click.echo(
             "conveyor stopped; accepted events not yet processed stay in the inbox", err=True

@@ -14,7 +14,6 @@ the registry's ``Retry-After``; a successful poll resets the interval.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 import structlog
 from croniter import croniter
 
+from conveyor import aio
 from conveyor.core import durations
 from conveyor.core.errors import ConveyorError, IntegrationError
 from conveyor.service import polling, runs
@@ -169,7 +169,7 @@ class Scheduler:
 
     def _poll(self, job: Job) -> list[int]:
         assert job.source is not None
-        outcome = asyncio.run(polling.poll_source(self.services, job.source))
+        outcome = aio.run(polling.poll_source(self.services, job.source))
         if outcome.image is None:
             log.info("poll found nothing to run", job=job.name, reason=outcome.reason)
             return []

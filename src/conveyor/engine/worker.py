@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
 
@@ -49,6 +49,24 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Begun:
+    """A step committed as running, with what its context needs (read in that transaction)."""
+
+    step_id: int
+    config: step_configs.StepCommon
+    step_index: int
+    step_name: str
+    pipeline: str
+    environment: str | None
+    image: PinnedImage | None
+    registry: str | None
+    parameters: dict[str, str]
+    author: str
+    gate: GateFacts | None
+    approvers: tuple[str, ...]
+
+
 @dataclass(kw_only=True)
 class Worker:
     """Drives runs of one Conveyor installation; several may run side by side."""
@@ -56,6 +74,7 @@ class Worker:
     services: Services
     name: str
     lease: timedelta = DEFAULT_LEASE
+    _awaited: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     # --- claiming ----------------------------------------------------------------------------
 
@@ -82,11 +101,14 @@ class Worker:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    async def run_until_idle(self) -> int:
-        """Process runs until none needs attention now; returns how many were processed."""
+    async def run_until_idle(self, *, limit: int | None = None) -> int:
+        """Process runs until none needs attention now (or ``limit`` runs); returns how many."""
         count = 0
-        while (run_id := self.claim()) is not None:
-            await self.process(run_id)
+        while limit is None or count < limit:
+            claimed = self._claim_and_begin()
+            if claimed is None:
+                break
+            await self._drive(*claimed)
             count += 1
         return count
 
@@ -100,58 +122,102 @@ class Worker:
 
     async def process(self, run_id: int) -> None:
         """Advance one claimed run as far as it can go now."""
-        while True:
-            step_id = self._begin_next_step(run_id)
-            if step_id is None:
-                break
-            keep_going = await self._execute(run_id, step_id)
-            if not keep_going:
-                break
+        await self._drive(run_id, self._begin_next_step(run_id))
+
+    async def _drive(self, run_id: int, step: _Begun | None) -> None:
+        while step is not None:
+            step = await self._execute(run_id, step)
         await self._after(run_id)
 
     async def _after(self, run_id: int) -> None:
         """Once a run has ended, fire the `pipeline:` triggers that wait for it."""
+        if not self._awaited_pipelines():
+            return  # no `pipeline:` trigger anywhere: nothing can wait for this run
         with unit_of_work(self.services.engine, read_only=True) as session:
             ended = RunStatus(runs.load_run(session, run_id).status).is_terminal
         if ended:
             # In a thread: starting a run may resolve tags in the registry with its own loop.
             await asyncio.to_thread(triggers.after_run, self.services, run_id)
 
+    def _awaited_pipelines(self) -> frozenset[str]:
+        """Pipelines that some `pipeline:` trigger waits for."""
+        if self._awaited is None:
+            self._awaited = frozenset(
+                trigger.pipeline.name
+                for pipeline in self.services.definitions.pipelines.values()
+                for trigger in pipeline.triggers
+                if trigger.pipeline is not None
+            )
+        return self._awaited
+
     # --- one step ----------------------------------------------------------------------------
 
-    def _begin_next_step(self, run_id: int) -> int | None:
+    def _claim_and_begin(self) -> tuple[int, _Begun | None] | None:
+        """Claim the next run and commit its next step as running, in one transaction."""
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            claim = claims.claim_next_run(session, worker=self.name, lease=self.lease, now=now)
+            if claim is None:
+                return None
+            run = runs.load_run(session, claim.run_id)
+            return claim.run_id, self._begin(session, run, now=now)
+
+    def _begin_next_step(self, run_id: int) -> _Begun | None:
         """Commit the next step as running (or finish the run); None when there is nothing to do."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
-            run = runs.load_run(session, run_id)
-            if run.claimed_by != self.name:
-                return None
-            if run.cancel_requested_at is not None:
-                runs.finish(session, run, RunStatus.CANCELLED, now=now, error="cancelled")
-                return None
-            if run.status == RunStatus.QUEUED:
-                run.status = RunStatus.RUNNING
-                run.started_at = now
-            ordered = runs.run_steps(session, run_id)
-            for interrupted in ordered:
-                if interrupted.status == StepStatus.RUNNING:
-                    self._recover(session, run, interrupted, now=now)
-                    if interrupted.status == StepStatus.FAILED:
-                        return None
-            step = next((s for s in ordered if not StepStatus(s.status).is_terminal), None)
-            if step is None:
-                self._succeed(session, run, now=now)
-                return None
+            return self._begin(session, runs.load_run(session, run_id), now=now)
+
+    def _begin(
+        self,
+        session: Session,
+        run: tables.Run,
+        *,
+        now: datetime,
+        steps: Sequence[tables.Step] | None = None,
+    ) -> _Begun | None:
+        """In the caller's transaction: mark the next step running, or end the run.
+
+        The step's status is committed with the caller's transaction, before
+        its effects start (the caller runs it only after the commit).
+        ``steps``: the run's steps, when the caller has loaded them in this session.
+        """
+        if run.claimed_by != self.name:
+            return None
+        ordered = runs.run_steps(session, run.id) if steps is None else steps
+        if run.cancel_requested_at is not None:
+            runs.finish(
+                session, run, RunStatus.CANCELLED, now=now, error="cancelled", steps=ordered
+            )
+            return None
+        if run.status == RunStatus.QUEUED:
             run.status = RunStatus.RUNNING
-            if step.status == StepStatus.PENDING:
-                step.status = StepStatus.RUNNING
-                step.started_at = now
-                step.attempt += 1
-            run.lease_expires_at = now + self.lease
-            return step.id
+            run.started_at = now
+        for interrupted in ordered:
+            if interrupted.status == StepStatus.RUNNING:
+                self._recover(session, run, interrupted, now=now, steps=ordered)
+                if interrupted.status == StepStatus.FAILED:
+                    return None
+        step = next((s for s in ordered if not StepStatus(s.status).is_terminal), None)
+        if step is None:
+            self._succeed(session, run, now=now, steps=ordered)
+            return None
+        run.status = RunStatus.RUNNING
+        if step.status == StepStatus.PENDING:
+            step.status = StepStatus.RUNNING
+            step.started_at = now
+            step.attempt += 1
+        run.lease_expires_at = now + self.lease
+        return self._facts(session, run, step)
 
     def _recover(
-        self, session: Session, run: tables.Run, step: tables.Step, *, now: datetime
+        self,
+        session: Session,
+        run: tables.Run,
+        step: tables.Step,
+        *,
+        now: datetime,
+        steps: Sequence[tables.Step],
     ) -> None:
         outcome = recover_step(step.kind)
         step.status = outcome
@@ -161,62 +227,78 @@ class Worker:
             )
             step.finished_at = now
             runs.finish(
-                session, run, RunStatus.FAILED, now=now, error=f"step '{step.name}' interrupted"
+                session,
+                run,
+                RunStatus.FAILED,
+                now=now,
+                error=f"step '{step.name}' interrupted",
+                steps=steps,
             )
 
-    def _succeed(self, session: Session, run: tables.Run, *, now: datetime) -> None:
+    def _succeed(
+        self, session: Session, run: tables.Run, *, now: datetime, steps: Sequence[tables.Step]
+    ) -> None:
         if run.environment is not None and run.image_digest is not None:
-            approvers = sorted(
-                {
-                    a.user
-                    for a in session.scalars(
-                        sa.select(tables.Approval).where(
-                            tables.Approval.run_id == run.id, tables.Approval.decision == "approve"
+            approvers: list[str] = []
+            if any(s.kind == "approval" for s in steps):  # only gates record approvals
+                approvers = sorted(
+                    {
+                        a.user
+                        for a in session.scalars(
+                            sa.select(tables.Approval).where(
+                                tables.Approval.run_id == run.id,
+                                tables.Approval.decision == "approve",
+                            )
                         )
-                    )
-                }
-            )
+                    }
+                )
             environments.record_verification(session, run=run, approvers=approvers, at=now)
-        runs.finish(session, run, RunStatus.SUCCEEDED, now=now, error=None)
+        runs.finish(session, run, RunStatus.SUCCEEDED, now=now, error=None, steps=steps)
 
-    async def _execute(self, run_id: int, step_id: int) -> bool:
-        """Run one step and commit its outcome; True when the run may go on to the next step."""
-        context, runner = self._context(run_id, step_id)
+    async def _execute(self, run_id: int, begun: _Begun) -> _Begun | None:
+        """Run one step and commit its outcome; returns the next step, begun in that commit."""
+        step_id = begun.step_id
+        context, runner = self._context(run_id, begun)
         lock = None
         if runner.kind == "deploy" and context.environment is not None:
             lock = claims.environment_lock(context.environment)
             if not self._lease(lock):
-                return self._wait(
+                self._wait(
                     run_id,
                     step_id,
                     Waiting(reason=f"another deploy to '{context.environment}' is in progress"),
                     wake_in=BUSY_RETRY,
                 )
+                return None
         task = asyncio.ensure_future(runner.run(context))
         heartbeat = asyncio.ensure_future(self._heartbeat(run_id, task, lock))
         try:
             outcome = await task
         except asyncio.CancelledError:
             if heartbeat.done() and heartbeat.result() == "lost":
-                return False  # another worker holds the run now; it decides what happened
-            return self._fail(run_id, step_id, "cancelled", cancelled=True)
+                return None  # another worker holds the run now; it decides what happened
+            self._fail(run_id, step_id, "cancelled", cancelled=True)
+            return None
         except StepFailed as exc:
-            return self._fail(run_id, step_id, str(exc))
+            self._fail(run_id, step_id, str(exc))
+            return None
         except ConveyorError as exc:
-            if not exc.retryable:
-                return self._fail(run_id, step_id, str(exc))
-            return self._retry(run_id, step_id, runner.error_threshold, str(exc))
+            if exc.retryable:
+                self._retry(run_id, step_id, runner.error_threshold, str(exc))
+            else:
+                self._fail(run_id, step_id, str(exc))
+            return None
         except Exception as exc:
-            return self._retry(
-                run_id, step_id, runner.error_threshold, f"{type(exc).__name__}: {exc}"
-            )
+            self._retry(run_id, step_id, runner.error_threshold, f"{type(exc).__name__}: {exc}")
+            return None
         finally:
             heartbeat.cancel()
             if lock is not None:
                 with unit_of_work(self.services.engine) as session:
                     claims.release_lease(session, lock, owner=self.name)
         if isinstance(outcome, Waiting):
-            return self._wait(run_id, step_id, outcome, wake_in=None)
+            self._wait(run_id, step_id, outcome, wake_in=None)
+            return None
         return self._complete(run_id, step_id, outcome)
 
     def _lease(self, name: str) -> bool:
@@ -251,12 +333,13 @@ class Worker:
                 return "cancelled"
         return "done"
 
-    def _complete(self, run_id: int, step_id: int, outcome: Succeeded) -> bool:
+    def _complete(self, run_id: int, step_id: int, outcome: Succeeded) -> _Begun | None:
+        """Commit the step's success and, in the same transaction, begin the next step."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
             run = runs.load_run(session, run_id)
-            step = session.get(tables.Step, step_id)
-            assert step is not None
+            ordered = runs.run_steps(session, run_id)
+            step = next(s for s in ordered if s.id == step_id)
             step.status = StepStatus.SUCCEEDED
             step.finished_at = now
             step.output = dict(outcome.output)
@@ -278,11 +361,11 @@ class Worker:
                     kind="rollback" if run.trigger_kind == "rollback" else "deploy",
                     at=now,
                 )
-        return True
+            return self._begin(session, run, now=now, steps=ordered)
 
     def _wait(
         self, run_id: int, step_id: int, outcome: Waiting, *, wake_in: timedelta | None
-    ) -> bool:
+    ) -> None:
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
             run = runs.load_run(session, run_id)
@@ -295,7 +378,6 @@ class Worker:
             run.status = RunStatus.WAITING
             wake_at = now + wake_in if wake_in is not None else self._gate_expiry(run, step)
             self.release(session, run, wake_at=wake_at)
-        return False
 
     def _gate_expiry(self, run: tables.Run, step: tables.Step) -> datetime | None:
         config = self._pipeline(run).steps[step.index]
@@ -303,7 +385,7 @@ class Worker:
             return step.started_at + config.rule().expires_after  # type: ignore[operator]
         return None
 
-    def _fail(self, run_id: int, step_id: int, reason: str, *, cancelled: bool = False) -> bool:
+    def _fail(self, run_id: int, step_id: int, reason: str, *, cancelled: bool = False) -> None:
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
             run = runs.load_run(session, run_id)
@@ -314,15 +396,15 @@ class Worker:
             step.finished_at = now
             status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
             runs.finish(session, run, status, now=now, error=f"step '{step.name}': {reason}")
-        return False
 
-    def _retry(self, run_id: int, step_id: int, threshold: int, reason: str) -> bool:
+    def _retry(self, run_id: int, step_id: int, threshold: int, reason: str) -> None:
         with unit_of_work(self.services.engine) as session:
             step = session.get(tables.Step, step_id)
             assert step is not None
             attempts = step.attempt
         if attempts >= threshold:
-            return self._fail(run_id, step_id, f"met its error threshold of {threshold}: {reason}")
+            self._fail(run_id, step_id, f"met its error threshold of {threshold}: {reason}")
+            return
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
             run = runs.load_run(session, run_id)
@@ -333,70 +415,75 @@ class Worker:
             # Waiting until wake_at: claims honour the back-off only for waiting runs.
             run.status = RunStatus.WAITING
             self.release(session, run, wake_at=now + RETRY_BACKOFF)
-        return False
 
     # --- the step's context ------------------------------------------------------------------
 
     def _pipeline(self, run: tables.Run) -> models.Pipeline:
         return runs.pipeline_of(self.services, run.pipeline)
 
-    def _context(self, run_id: int, step_id: int) -> tuple[StepContext, StepRunner]:
-        with unit_of_work(self.services.engine, read_only=True) as session:
-            run = runs.load_run(session, run_id)
-            step = session.get(tables.Step, step_id)
-            assert step is not None
-            pipeline = runs.pipeline_of(self.services, run.pipeline)
-            config = pipeline.steps[step.index]
-            gate = None
-            if isinstance(config, step_configs.ApprovalStep):
-                gate = GateFacts(
-                    decisions=runs.gate_decisions(session, run_id, step.name),
-                    opened_at=step.started_at or self.services.clock(),
-                )
-            image = runs.image_of(run)
+    def _facts(self, session: Session, run: tables.Run, step: tables.Step) -> _Begun:
+        """What the step's context needs, read in the transaction that begins the step."""
+        pipeline = runs.pipeline_of(self.services, run.pipeline)
+        config = pipeline.steps[step.index]
+        gate = None
+        if isinstance(config, step_configs.ApprovalStep):
+            gate = GateFacts(
+                decisions=runs.gate_decisions(session, run.id, step.name),
+                opened_at=step.started_at or self.services.clock(),
+            )
+        approvers: tuple[str, ...] = ()
+        if any(isinstance(s, step_configs.ApprovalStep) for s in pipeline.steps):
             approvers = tuple(
                 sorted(
                     {
                         a.user
-                        for a in approvals.list_approvals(session, run_id)
+                        for a in approvals.list_approvals(session, run.id)
                         if a.decision == "approve"
                     }
                 )
             )
-            facts = (
-                run.id,
-                run.pipeline,
-                run.environment,
-                run.image_registry,
-                dict(run.parameters),
-                run.triggered_by,
-            )
+        return _Begun(
+            step_id=step.id,
+            config=config,
+            step_index=step.index,
+            step_name=step.name,
+            pipeline=run.pipeline,
+            environment=run.environment,
+            image=runs.image_of(run),
+            registry=run.image_registry,
+            parameters=dict(run.parameters),
+            author=run.triggered_by,
+            gate=gate,
+            approvers=approvers,
+        )
+
+    def _context(self, run_id: int, begun: _Begun) -> tuple[StepContext, StepRunner]:
+        config = begun.config
         kind = str(getattr(config, "type", ""))
         runner: StepRunner = RUNNERS.get(kind) or _Unavailable(kind)
         workdir = self.services.data_dir / "work" / f"run-{run_id}"
         workdir.mkdir(parents=True, exist_ok=True)
-        run_id_, pipeline_name, environment, registry, parameters, author = facts
         context = StepContext(
-            run_id=run_id_,
-            pipeline=pipeline_name,
-            environment=environment,
-            step_index=step.index,
-            step_name=step.name,
+            run_id=run_id,
+            pipeline=begun.pipeline,
+            environment=begun.environment,
+            step_index=begun.step_index,
+            step_name=begun.step_name,
             config=config,
-            image=image,
-            source_registry=registry,
-            parameters=parameters,
-            author=author,
-            log=_LogWriter(self.services, step_id),
+            image=begun.image,
+            source_registry=begun.registry,
+            parameters=begun.parameters,
+            author=begun.author,
+            log=_LogWriter(self.services, begun.step_id),
             workdir=workdir,
             config_dir=self.services.definitions.base_dir,
             registries=self.services.registries,
             now=self.services.clock,
             sleep=asyncio.sleep,
-            gate=gate,
-            check_promotion=self._promotion_check(environment, image),
+            gate=begun.gate,
+            check_promotion=self._promotion_check(begun.environment, begun.image),
             base_env=self.services.base_env,
-            approvers=approvers,
+            approvers=begun.approvers,
             secret=self._secret,
         )
         return context, runner

@@ -1,15 +1,20 @@
 """A configured registry as a `core.ports.Registry` that any event loop may use.
 
 `DistributionRegistry` keeps a connection pool, which belongs to the event
-loop that opened it. The engine, the event processor and the CLI each run
-their own loops, so the configured registry opens a client per call and
-closes it afterwards: no connection outlives its loop, none is leaked.
+loop that opened it. On a loop kept by `conveyor.aio.thread_loop` (the
+server's worker thread) the configured registry keeps one client per
+registry on that loop and reuses it, with its connections, SSL context and
+tokens, for every call; it is closed when the thread ends. Anywhere else
+(the CLI, request threads, each `asyncio.run`) a call opens a client of its
+own and closes it afterwards: no connection outlives its loop, none leaks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
+from conveyor import aio
 from conveyor.config import models
 from conveyor.core.credentials import Credentials
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
@@ -34,7 +39,7 @@ def endpoint_for(definition: models.Registry, credentials: Credentials | None) -
 
 
 class ConfiguredRegistry:
-    """One configured registry; each call uses a client of its own."""
+    """One configured registry: the kept client on a kept loop, else a client per call."""
 
     def __init__(self, endpoint: RegistryEndpoint) -> None:
         self.endpoint = endpoint
@@ -42,12 +47,22 @@ class ConfiguredRegistry:
     def __repr__(self) -> str:
         return f"ConfiguredRegistry({self.endpoint!r})"
 
-    async def resolve(self, ref: ImageRef) -> PinnedImage:
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[DistributionRegistry]:
+        """The client for one call: kept on a kept loop, else opened and closed around it."""
+        kept = aio.shared(("registry", self), lambda: DistributionRegistry(self.endpoint))
+        if kept is not None:
+            yield kept
+            return
         async with DistributionRegistry(self.endpoint) as client:
+            yield client
+
+    async def resolve(self, ref: ImageRef) -> PinnedImage:
+        async with self.client() as client:
             return await client.resolve(ref)
 
     async def list_tags(self, repository: Repository) -> Sequence[str]:
-        async with DistributionRegistry(self.endpoint) as client:
+        async with self.client() as client:
             return await client.list_tags(repository)
 
     async def list_tags_if_changed(
@@ -64,7 +79,7 @@ class ConfiguredRegistry:
         self, image: PinnedImage, *, to: Repository, tag: str | None = None
     ) -> PinnedImage:
         """Copy exactly this digest; within its own repository this is a retag."""
-        async with DistributionRegistry(self.endpoint) as client:
+        async with self.client() as client:
             if to == image.repository and tag is not None:
                 return await client.retag(image, tag)
             return await client.copy(image, to=to, tag=tag)
@@ -79,10 +94,7 @@ async def copy_between(
     tag: str | None = None,
 ) -> PinnedImage:
     """Copy exactly this digest (every platform) into another registry; checked afterwards."""
-    async with (
-        DistributionRegistry(source.endpoint) as from_client,
-        DistributionRegistry(destination.endpoint) as to_client,
-    ):
+    async with source.client() as from_client, destination.client() as to_client:
         result = await copy.copy_image(from_client, image, destination=to_client, to=to, tag=tag)
     return result.image
 

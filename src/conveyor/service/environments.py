@@ -50,11 +50,14 @@ def bad_marks(session: Session, digest: Digest) -> list[gates.BadDigest]:
 
 def check(session: Session, services: Services, digest: Digest, environment: str) -> gates.Decision:
     """May ``digest`` enter ``environment`` now? The one question every path asks."""
+    requires = requires_of(services, environment)
     return gates.can_deploy(
         digest,
         environment=environment,
-        requires=requires_of(services, environment),
-        records=verification_records(session, digest),
+        requires=requires,
+        # Records matter only for required environments; a digest verified many times
+        # has many, so they are not read for an environment that requires none.
+        records=verification_records(session, digest) if requires else (),
         bad=bad_marks(session, digest),
     )
 

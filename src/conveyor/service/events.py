@@ -10,7 +10,6 @@ trigger why it did or did not fire.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from conveyor import webhooks
+from conveyor import aio, webhooks
 from conveyor.core import events as core_events
 from conveyor.core.credentials import Secret
 from conveyor.core.errors import ConveyorError, NotFound, WebhookRejected
@@ -128,6 +127,10 @@ def _scan(event: RegistryEvent) -> dict[str, Any] | None:
     }
 
 
+# Events claimed per transaction by process_pending (each is processed, then the next batch).
+CLAIM_BATCH = 8
+
+
 def claim_pending(services: Services, *, owner: str) -> int | None:
     """Take one pending event for processing."""
     with unit_of_work(services.engine) as session:
@@ -136,12 +139,20 @@ def claim_pending(services: Services, *, owner: str) -> int | None:
         )
 
 
-def process_pending(services: Services, *, owner: str) -> int:
-    """Process every pending event; returns how many were processed."""
+def process_pending(services: Services, *, owner: str, limit: int | None = None) -> int:
+    """Process pending events, oldest first (at most ``limit``); returns how many."""
     count = 0
-    while (event_id := claim_pending(services, owner=owner)) is not None:
-        process(services, event_id)
-        count += 1
+    while limit is None or count < limit:
+        wanted = CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - count)
+        with unit_of_work(services.engine) as session:
+            batch = claims.claim_events(
+                session, worker=owner, lease=EVENT_LEASE, now=services.clock(), limit=wanted
+            )
+        if not batch:
+            break
+        for claimed in batch:
+            _process(services, _claimed_facts(claimed), event_id=claimed.id, replay=False)
+            count += 1
     return count
 
 
@@ -152,6 +163,12 @@ def process(services: Services, event_id: int, *, replay: bool = False) -> dict[
         if row is None:
             raise NotFound("event", str(event_id), hint="see `conveyor events list`")
         facts = _facts(row)
+    return _process(services, facts, event_id=event_id, replay=replay)
+
+
+def _process(
+    services: Services, facts: Mapping[str, Any], *, event_id: int, replay: bool
+) -> dict[str, Any]:
     outcome: dict[str, Any] = {"triggers": []}
     try:
         tags, digest = _resolve(services, facts)
@@ -175,13 +192,33 @@ def process(services: Services, event_id: int, *, replay: bool = False) -> dict[
                 )
             )
     with unit_of_work(services.engine) as session:
-        row = session.get(tables.Event, event_id)
-        assert row is not None
-        row.status = "processed"
-        row.processed_at = services.clock()
-        row.claimed_by = None
-        row.outcome = outcome
+        session.execute(
+            sa.update(tables.Event)
+            .where(tables.Event.id == event_id)
+            .values(
+                status="processed",
+                processed_at=services.clock(),
+                claimed_by=None,
+                outcome=outcome,
+            ),
+            execution_options={"synchronize_session": False},
+        )
     return outcome
+
+
+def _claimed_facts(claimed: claims.EventClaim) -> dict[str, Any]:
+    return {
+        "id": claimed.id,
+        "endpoint": claimed.endpoint,
+        "kind": claimed.kind,
+        "registry": claimed.registry_host,
+        "repository": claimed.repository,
+        "tag": claimed.tag,
+        "digest": claimed.digest,
+        "sender": claimed.sender,
+        "delivery_id": claimed.delivery_id,
+        "received_at": claimed.received_at,
+    }
 
 
 def _facts(row: tables.Event) -> dict[str, Any]:
@@ -222,7 +259,7 @@ def _resolve(services: Services, facts: Mapping[str, Any]) -> tuple[list[str], s
                 found.append(candidate)
         return found, digest
 
-    return asyncio.run(resolve())
+    return aio.run(resolve())
 
 
 def _match(

@@ -6,7 +6,6 @@ with its image fixed by digest, before any worker touches it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from conveyor import aio
 from conveyor.config import models, steps
 from conveyor.core import gates, sources
 from conveyor.core.errors import Conflict, InvalidInput, NotFound, PromotionRefused
@@ -196,7 +196,7 @@ def _fix_image(
         )
     artifact = services.definitions.sources[source.artifact]
     values = {**services.environ, **parameters}
-    image = asyncio.run(
+    image = aio.run(
         selection.fix_artifact(
             services,
             source.artifact,
@@ -347,16 +347,25 @@ def cancel(services: Services, run_id: int, *, user: str) -> None:
 
 
 def finish(
-    session: Session, run: tables.Run, status: RunStatus, *, now: datetime, error: str | None
+    session: Session,
+    run: tables.Run,
+    status: RunStatus,
+    *,
+    now: datetime,
+    error: str | None,
+    steps: Sequence[tables.Step] | None = None,
 ) -> None:
-    """Move a run to a terminal status, closing its unfinished steps."""
+    """Move a run to a terminal status, closing its unfinished steps.
+
+    ``steps``: the run's steps when the caller has them loaded in this session.
+    """
     run.status = status
     run.finished_at = now
     run.error = error
     run.claimed_by = None
     run.lease_expires_at = None
     run.wake_at = None
-    for step in run_steps(session, run.id):
+    for step in run_steps(session, run.id) if steps is None else steps:
         if not StepStatus(step.status).is_terminal:
             step.status = (
                 StepStatus.CANCELLED if status == RunStatus.CANCELLED else StepStatus.SKIPPED

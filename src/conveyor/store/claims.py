@@ -34,9 +34,11 @@ must outlive any one transaction and be visible to every process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -59,13 +61,50 @@ class RunClaim:
         return self.previous_status == "running"
 
 
-def _claimable_run(now: datetime) -> sa.ColumnElement[bool]:
-    unheld = sa.or_(Run.claimed_by.is_(None), Run.lease_expires_at < now)
-    woken = sa.and_(Run.status == "waiting", Run.wake_at <= now)
-    return sa.or_(
-        Run.status == "queued",
-        sa.and_(sa.or_(woken, Run.status == "running"), unheld),
+# The statuses a claimable run can have: the claim query searches the (status, created_at)
+# index for these instead of scanning every run ever made.
+_UNFINISHED = ("queued", "running", "waiting")
+_runs = cast(sa.Table, Run.__table__)
+_events = cast(sa.Table, Event.__table__)
+
+
+def _claimable_run(now: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
+    c = _runs.c
+    unheld = sa.or_(c.claimed_by.is_(None), c.lease_expires_at < now)
+    woken = sa.and_(c.status == "waiting", c.wake_at <= now)
+    return sa.and_(
+        c.status.in_(_UNFINISHED),
+        sa.or_(c.status == "queued", sa.and_(sa.or_(woken, c.status == "running"), unheld)),
     )
+
+
+@functools.cache
+def _run_claim_statements(postgresql: bool) -> tuple[sa.Select[Any], sa.Update]:
+    """The claim query and the guarded claim, built once (parameters: now, worker, expires).
+
+    Prebuilt Core statements: claiming is the worker's hottest path, and
+    building SQLAlchemy expressions costs more than SQLite takes to run them.
+    """
+    c = _runs.c
+    now = sa.bindparam("now", type_=c.lease_expires_at.type)
+    query = (
+        sa.select(c.id, c.status).where(_claimable_run(now)).order_by(c.created_at, c.id).limit(1)
+    )
+    if postgresql:
+        query = query.with_for_update(skip_locked=True)
+    queued = c.status == "queued"
+    claim = (
+        sa.update(_runs)
+        .where(c.id == sa.bindparam("run_id"), _claimable_run(now))
+        .values(
+            claimed_by=sa.bindparam("worker"),
+            lease_expires_at=sa.bindparam("expires", type_=c.lease_expires_at.type),
+            # A queued run starts now; any other keeps its status and start time.
+            status=sa.case((queued, "running"), else_=c.status),
+            started_at=sa.case((queued, now), else_=c.started_at),
+        )
+    )
+    return query, claim
 
 
 def claim_next_run(
@@ -77,22 +116,12 @@ def claim_next_run(
     an expired lease (its worker died). A queued run becomes running. No run is
     ever handed to two claimers at once, on either backend.
     """
-    query = (
-        sa.select(Run.id, Run.status)
-        .where(_claimable_run(now))
-        .order_by(Run.created_at, Run.id)
-        .limit(1)
-    )
-    if database.is_postgresql(session):
-        query = query.with_for_update(skip_locked=True)
-    while (row := session.execute(query).first()) is not None:
+    query, claim = _run_claim_statements(database.is_postgresql(session))
+    expires = now + lease
+    while (row := session.execute(query, {"now": now}).first()) is not None:
         run_id, status = row
-        expires = now + lease
-        values: dict[str, object] = {"claimed_by": worker, "lease_expires_at": expires}
-        if status == "queued":
-            values |= {"status": "running", "started_at": now}
         updated = session.execute(
-            sa.update(Run).where(Run.id == run_id, _claimable_run(now)).values(**values)
+            claim, {"run_id": run_id, "now": now, "worker": worker, "expires": expires}
         )
         if updated.rowcount == 1:  # type: ignore[attr-defined]
             return RunClaim(run_id=run_id, previous_status=status, lease_expires_at=expires)
@@ -103,16 +132,14 @@ def claim_run(
     session: Session, run_id: int, *, worker: str, lease: timedelta, now: datetime
 ) -> RunClaim | None:
     """Claim one particular run if it is claimable now (e.g. `conveyor run --wait`)."""
-    row = session.execute(sa.select(Run.status).where(Run.id == run_id)).first()
+    row = session.execute(sa.select(_runs.c.status).where(_runs.c.id == run_id)).first()
     if row is None:
         return None
     status = row[0]
     expires = now + lease
-    values: dict[str, object] = {"claimed_by": worker, "lease_expires_at": expires}
-    if status == "queued":
-        values |= {"status": "running", "started_at": now}
+    _, claim = _run_claim_statements(database.is_postgresql(session))
     updated = session.execute(
-        sa.update(Run).where(Run.id == run_id, _claimable_run(now)).values(**values)
+        claim, {"run_id": run_id, "now": now, "worker": worker, "expires": expires}
     )
     if updated.rowcount != 1:  # type: ignore[attr-defined]
         return None
@@ -141,26 +168,81 @@ def release_run(session: Session, run_id: int, *, worker: str) -> bool:
     return bool(updated.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def _claimable_event(now: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
+    c = _events.c
+    return sa.and_(
+        c.status == "pending",
+        sa.or_(c.claimed_by.is_(None), c.lease_expires_at < now),
+    )
+
+
 def claim_next_event(
     session: Session, *, worker: str, lease: timedelta, now: datetime
 ) -> int | None:
     """Claim the oldest pending inbox event for processing; its id, or None."""
-    claimable = sa.and_(
-        Event.status == "pending",
-        sa.or_(Event.claimed_by.is_(None), Event.lease_expires_at < now),
+    claimed = claim_events(session, worker=worker, lease=lease, now=now, limit=1)
+    return claimed[0].id if claimed else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventClaim:
+    """An inbox event handed to one processor, with what processing it needs."""
+
+    id: int
+    endpoint: str
+    kind: str
+    registry_host: str
+    repository: str
+    tag: str | None
+    digest: str | None
+    sender: str
+    delivery_id: str
+    received_at: datetime
+
+
+@functools.cache
+def _event_claim_statements(postgresql: bool) -> tuple[sa.Select[Any], sa.Update]:
+    """The pending-events query and the guarded claim, built once (see the run claim)."""
+    c = _events.c
+    now = sa.bindparam("now", type_=c.lease_expires_at.type)
+    query = (
+        sa.select(c.id)
+        .where(_claimable_event(now))
+        .order_by(c.received_at, c.id)
+        .limit(sa.bindparam("limit"))
     )
-    query = sa.select(Event.id).where(claimable).order_by(Event.received_at, Event.id).limit(1)
-    if database.is_postgresql(session):
+    if postgresql:
         query = query.with_for_update(skip_locked=True)
-    while (event_id := session.execute(query).scalar()) is not None:
-        updated = session.execute(
-            sa.update(Event)
-            .where(Event.id == event_id, claimable)
-            .values(claimed_by=worker, lease_expires_at=now + lease, attempts=Event.attempts + 1)
+    claim = (
+        sa.update(_events)
+        .where(c.id.in_(sa.bindparam("ids", expanding=True)), _claimable_event(now))
+        .values(
+            claimed_by=sa.bindparam("worker"),
+            lease_expires_at=sa.bindparam("expires", type_=c.lease_expires_at.type),
+            attempts=c.attempts + 1,
         )
-        if updated.rowcount == 1:  # type: ignore[attr-defined]
-            return event_id
-    return None
+        .returning(*(c[name] for name in EventClaim.__dataclass_fields__))
+    )
+    return query, claim
+
+
+def claim_events(
+    session: Session, *, worker: str, lease: timedelta, now: datetime, limit: int
+) -> list[EventClaim]:
+    """Claim up to ``limit`` of the oldest pending inbox events, oldest first.
+
+    One guarded UPDATE ... RETURNING takes them and reads them; like runs, no
+    event is handed to two claimers at once, on either backend.
+    """
+    query, claim = _event_claim_statements(database.is_postgresql(session))
+    while ids := list(session.scalars(query, {"now": now, "limit": limit})):
+        rows = session.execute(
+            claim, {"ids": ids, "now": now, "worker": worker, "expires": now + lease}
+        ).all()
+        if rows:
+            claimed = [EventClaim(**row._asdict()) for row in rows]
+            return sorted(claimed, key=lambda c: (c.received_at, c.id))
+    return []
 
 
 def acquire_lease(

@@ -1,0 +1,146 @@
+"""The background work of `conveyor serve` and `conveyor worker`: inbox, runs, pollers.
+
+One thread does it all, on one event loop kept for the thread's life
+(`conveyor.aio.thread_loop`), so registry clients and their connections are
+reused from one event or run to the next.
+
+**When it looks for work.** At once when the HTTP side accepts events
+(`Wakeup.accepted`, called after the inbox commit), and otherwise every
+`poll` seconds: polling remains the fallback for work written by another
+process (a second server on the same PostgreSQL, `conveyor run`, an approval
+from the CLI) and for runs whose retry or expiry time comes. Pollers and
+schedules are looked at every `poll` seconds.
+
+**Order.** Events and runs alternate in small batches (up to `EVENT_BATCH`
+events, then up to `RUN_BATCH` runs), oldest first, so a steady stream of
+events does not hold back the runs they start.
+
+**Giving way to ingestion.** The worker shares the process (and Python's
+GIL) with the HTTP server. While events are being accepted faster than
+`PRESSURE_RATE` per second, the worker pauses after each batch for
+`GIVE_WAY` times as long as the batch took (at most `MAX_PAUSE`), so under a
+burst it takes at most 1/(1+GIVE_WAY) of the time and the HTTP side keeps
+accepting; the events wait, durably, in the inbox. It never stops: after
+every pause it does one more batch, so even an endless burst cannot starve
+it, and at ordinary rates it never pauses.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from conveyor import aio
+from conveyor.engine.scheduler import Scheduler
+from conveyor.engine.worker import Worker
+from conveyor.service import events
+from conveyor.service.context import Services
+
+EVENT_BATCH = 8
+RUN_BATCH = 8
+# Accepted events per second (over PRESSURE_WINDOW seconds) above which the worker gives way.
+PRESSURE_RATE = 200.0
+PRESSURE_WINDOW = 1.0
+GIVE_WAY = 3.0
+MAX_PAUSE = 0.5
+
+
+class Wakeup:
+    """Wakes the worker when events are accepted, and measures how fast they come.
+
+    Thread-safe; ``accepted`` is called by request handlers and costs a lock
+    and a deque append.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._signal = threading.Event()
+        self._lock = threading.Lock()
+        self._arrivals: deque[tuple[float, int]] = deque()
+        self._in_window = 0
+
+    def accepted(self, count: int) -> None:
+        """``count`` new events were committed to the inbox."""
+        now = self._clock()
+        with self._lock:
+            self._arrivals.append((now, count))
+            self._in_window += count
+            self._forget(now)
+        self._signal.set()
+
+    def wake(self) -> None:
+        """Wake the worker without an event (e.g. to stop)."""
+        self._signal.set()
+
+    def rate(self) -> float:
+        """Events accepted per second over the last PRESSURE_WINDOW seconds."""
+        with self._lock:
+            self._forget(self._clock())
+            return self._in_window / PRESSURE_WINDOW
+
+    def under_pressure(self) -> bool:
+        """Whether events are arriving faster than PRESSURE_RATE."""
+        return self.rate() > PRESSURE_RATE
+
+    def clear(self) -> None:
+        """Forget earlier wake-ups (called before looking for work)."""
+        self._signal.clear()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until woken or ``timeout`` seconds; True when woken."""
+        return self._signal.wait(timeout)
+
+    def _forget(self, now: float) -> None:
+        while self._arrivals and self._arrivals[0][0] <= now - PRESSURE_WINDOW:
+            self._in_window -= self._arrivals.popleft()[1]
+
+
+def run_background(
+    services: Services,
+    worker: Worker,
+    stop: threading.Event,
+    *,
+    poll: float,
+    wakeup: Wakeup,
+    report: Callable[[str], None],
+) -> None:
+    """Process the inbox, drive runs, poll and fire schedules until ``stop`` is set.
+
+    Errors are reported and the loop goes on: one bad registry must not stop
+    the server. Set ``stop`` and call ``wakeup.wake()`` to end it.
+    """
+    scheduler = Scheduler(services=services, owner=worker.name)
+    next_tick = 0.0
+    try:
+        with aio.thread_loop():
+            while not stop.is_set():
+                wakeup.clear()  # a wake-up during the work below makes another round
+                busy = 0
+                try:
+                    if time.monotonic() >= next_tick:
+                        busy += len(scheduler.tick())
+                        next_tick = time.monotonic() + poll
+                    busy += drain(services, worker, stop, wakeup)
+                except Exception as exc:  # the server keeps serving; the error is shown
+                    report(f"background error: {type(exc).__name__}: {exc}")
+                if not busy:
+                    wakeup.wait(poll)
+    finally:
+        scheduler.release()
+
+
+def drain(services: Services, worker: Worker, stop: threading.Event, wakeup: Wakeup) -> int:
+    """Events and runs in alternating batches until neither has work; returns how many."""
+    done = 0
+    while not stop.is_set():
+        began = time.monotonic()
+        batch = events.process_pending(services, owner=worker.name, limit=EVENT_BATCH)
+        batch += aio.run(worker.run_until_idle(limit=RUN_BATCH))
+        if not batch:
+            break
+        done += batch
+        if wakeup.under_pressure():
+            stop.wait(min(GIVE_WAY * (time.monotonic() - began), MAX_PAUSE))
+    return done
