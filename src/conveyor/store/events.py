@@ -69,8 +69,10 @@ def dedupe_key(delivery: Delivery) -> str:
 
 _EVENTS: sa.Table = Event.__table__  # type: ignore[assignment]
 # Built once: SQLAlchemy caches each one's compiled form, so a batch compiles no SQL.
-_EXISTING = sa.select(_EVENTS.c.id, _EVENTS.c.endpoint, _EVENTS.c.delivery_id).where(
-    _EVENTS.c.delivery_id.in_(sa.bindparam("delivery_ids", expanding=True))
+# Endpoint first: the unique index on (endpoint, delivery_id) serves the lookup.
+_EXISTING = sa.select(_EVENTS.c.id, _EVENTS.c.delivery_id).where(
+    _EVENTS.c.endpoint == sa.bindparam("endpoint"),
+    _EVENTS.c.delivery_id.in_(sa.bindparam("delivery_ids", expanding=True)),
 )
 _ORIGINALS = (
     sa.select(_EVENTS.c.id, _EVENTS.c.dedupe_key, _EVENTS.c.received_at)
@@ -127,7 +129,7 @@ def record_deliveries(
         return []
     connection = session.connection()
     keys = [dedupe_key(delivery) for delivery, _ in received]
-    stored_ids = _stored_ids(connection, {delivery.delivery_id for delivery, _ in received})
+    stored_ids = _stored_ids(connection, {(d.endpoint, d.delivery_id) for d, _ in received})
     known: dict[str, list[tuple[int, datetime]]] = {}
     if duplicate_window is not None:
         since = min(at for _, at in received) - duplicate_window
@@ -176,7 +178,7 @@ def record_deliveries(
                 stored_ids[plan.ident] = plan.id
         # A row missing from RETURNING: another writer stored this delivery id
         # meanwhile (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers).
-        lost = {p.ident[1] for p in group if p.id is None}
+        lost = {p.ident for p in group if p.id is None}
         if lost:
             stored_ids.update(_stored_ids(connection, lost))
 
@@ -235,9 +237,20 @@ class _Plan:
         }
 
 
-def _stored_ids(connection: sa.Connection, delivery_ids: set[str]) -> dict[tuple[str, str], int]:
-    rows = connection.execute(_EXISTING, {"delivery_ids": sorted(delivery_ids)})
-    return {(row.endpoint, row.delivery_id): row.id for row in rows}
+def _stored_ids(
+    connection: sa.Connection, idents: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The stored row ids of these (endpoint, delivery id) pairs: one query per endpoint."""
+    by_endpoint: dict[str, list[str]] = {}
+    for endpoint, delivery_id in sorted(idents):
+        by_endpoint.setdefault(endpoint, []).append(delivery_id)
+    found: dict[tuple[str, str], int] = {}
+    for endpoint, delivery_ids in by_endpoint.items():
+        for row in connection.execute(
+            _EXISTING, {"endpoint": endpoint, "delivery_ids": delivery_ids}
+        ):
+            found[(endpoint, row.delivery_id)] = row.id
+    return found
 
 
 def _row(delivery: Delivery, key: str, at: datetime) -> dict[str, Any]:
