@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from conveyor.api import errors as api_errors
 from conveyor.api import openapi, resources
@@ -20,63 +22,92 @@ from conveyor.core.events import Headers
 from conveyor.service import events
 from conveyor.service.context import Services
 from conveyor.service.inbox_writer import InboxWriter
-from conveyor.webhooks import MAX_BODY_BYTES, check_size
+from conveyor.webhooks import check_size
 
 log = structlog.get_logger("conveyor.api")
 
 
-async def read_capped(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refusing (413) anything over the limit before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
-        check_size(int(declared), limit=limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        check_size(size, limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+class WebhookEndpoint:
+    """POST /hooks/{name}, as a plain ASGI app: the busiest route skips the request wrappers.
 
-
-def webhook_endpoint(
-    services: Services,
-    writer: InboxWriter,
-    on_accepted: Callable[[int], None] | None = None,
-) -> Callable[[Request], Any]:
-    """POST /hooks/{name}: verify and parse here, store through the group-commit writer.
-
-    The 202 follows the commit that stored this delivery's events; a failed
-    commit answers 503 (nothing of the delivery is stored; senders retry).
+    Reads the body under the cap, verifies and parses it here (no thread hop),
+    then stores it through the group-commit writer; the 202 follows the commit
+    that stored this delivery's events. Refusals raise (the app's exception
+    handlers answer 401/400/404/413 and nothing is written); a failed commit
+    answers 503 with Retry-After (nothing of the delivery is stored).
     """
 
-    async def receive(request: Request) -> Response:
-        name = request.path_params["name"]
-        body = await read_capped(request)
-        headers = Headers(request.headers.raw)
-        # Verification and parsing are pure CPU: done here, without a thread hop.
-        prepared = events.prepare(services, name, headers=headers, body=body)
+    def __init__(
+        self,
+        services: Services,
+        writer: InboxWriter,
+        on_accepted: Callable[[int], None] | None = None,
+    ) -> None:
+        self._services = services
+        self._writer = writer
+        self._on_accepted = on_accepted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path_params"]["name"]
+        headers = Headers(scope["headers"])
+        body = await _read_body(headers, receive)
+        if body is None:
+            return  # the client went away before sending the whole body
+        prepared = events.prepare(self._services, name, headers=headers, body=body)
         try:
-            result = await asyncio.wrap_future(writer.submit(prepared))
+            result = await self._writer.write(prepared)
         except Exception as error:  # nothing of this delivery was stored
             log.error("webhook delivery not stored", endpoint=name, error=type(error).__name__)
             response = api_errors.problem(
                 503, "not-stored", "the delivery could not be stored; retry later"
             )
             response.headers["Retry-After"] = "5"
-            return response
-        if result.accepted and on_accepted is not None:
-            _notify(on_accepted, len(result.accepted))
-        return JSONResponse(
-            {
-                "accepted": len(result.accepted),
-                "events": result.accepted,
-                "duplicates": result.duplicates,
-            },
-            status_code=202,
-        )
+            await response(scope, receive, send)
+            return
+        if result.accepted and self._on_accepted is not None:
+            _notify(self._on_accepted, len(result.accepted))
+        payload = {
+            "accepted": len(result.accepted),
+            "events": result.accepted,
+            "duplicates": result.duplicates,
+        }
+        await _send_json(send, 202, payload)
 
-    return receive
+
+async def _read_body(headers: Headers, receive: Receive) -> bytes | None:
+    """The request body, refusing (413) anything over the limit before reading it all."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        check_size(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        check_size(size)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    # Rendered as JSONResponse does, without building a Response object.
+    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    encoded = body.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(len(encoded)).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": encoded})
 
 
 def _notify(on_accepted: Callable[[int], None], count: int) -> None:
@@ -113,7 +144,7 @@ def build_app(
             await asyncio.to_thread(writer.close)
 
     routes = [
-        Route("/hooks/{name}", webhook_endpoint(services, writer, on_accepted), methods=["POST"]),
+        Route("/hooks/{name}", WebhookEndpoint(services, writer, on_accepted), methods=["POST"]),
         Route("/healthz", healthz),
         Route("/api/v1/openapi.json", openapi_document),
         *resources.routes(services),

@@ -1,33 +1,36 @@
 """Group commit for the webhook inbox: one writer thread, one transaction per batch waiting.
 
 Each HTTP request verifies and parses its delivery itself (``events.prepare``,
-no I/O), then hands it to the writer and waits for its future. The writer
-takes *every* delivery waiting at that moment, stores them in one transaction
-(``events.store``), commits, and only then resolves each request's future, so
-a 2xx still follows the durable commit of that request's own events. Under
-load, the deliveries that arrive while one transaction commits share the next
-one: the cost of a transaction (and of SQLite's write lock) is paid once per
-batch instead of once per delivery, and no request blocks a thread of its own.
+no I/O), then hands it to the writer and waits. The writer takes *every*
+delivery waiting at that moment (up to ``MAX_BATCH``), stores them in one
+transaction (``events.store``), commits, and only then answers each waiting
+request, so a 2xx still follows the durable commit of that request's own
+events. Under load, the deliveries that arrive while one transaction commits
+share the next one: the cost of a transaction (and of SQLite's write lock) is
+paid once per batch instead of once per delivery, no request holds a thread,
+and the event loop is woken once per batch, not once per request.
 
 Failures: if a batch's transaction fails, nothing of it is stored (it rolls
 back as a whole). When the batch held more than one delivery and the error
-could belong to one delivery's data (an integrity or data error, e.g. a value
-PostgreSQL finds too long), each delivery is tried again alone, so one bad
-delivery cannot make the others fail; every delivery whose own transaction
-fails gets the error (the endpoint answers 503, and the sender retries). A
-database that is unreachable or locked is not retried here: every request of
-the batch gets the error at once.
+could come from one delivery's data (an error raised by a statement that is
+not a connection or lock problem, e.g. a value PostgreSQL finds too long),
+each delivery is tried again alone, so one bad delivery cannot make the others
+fail; every delivery whose own transaction fails gets the error (the webhook
+endpoint answers 503 and the sender retries). A database that is unreachable
+or locked is not retried here: every request of the batch gets the error.
 
-The thread starts on the first delivery and ends after ``idle_seconds``
+The thread starts with the first delivery and ends after ``idle_seconds``
 without any, or on ``close``, which first stores everything already submitted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 import structlog
@@ -38,15 +41,20 @@ from conveyor.service.context import Services
 
 log = structlog.get_logger("conveyor.inbox")
 
-# Bound one transaction (and the memory of one statement); more just wait for the next.
+# Bound one transaction (and one statement's parameters); more wait for the next one.
 MAX_BATCH = 256
 IDLE_SECONDS = 5.0
+
+Store = Callable[[Services, Sequence[events.Prepared]], list[events.Ingested]]
+_Answer = events.Ingested | BaseException
 
 
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     prepared: events.Prepared
-    future: Future[events.Ingested]
+    # Exactly one of: an asyncio future and its loop, or a thread-safe future.
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[events.Ingested] | Future[events.Ingested]
 
 
 class WriterClosed(RuntimeError):
@@ -62,9 +70,7 @@ class InboxWriter:
         *,
         max_batch: int = MAX_BATCH,
         idle_seconds: float = IDLE_SECONDS,
-        store: Callable[[Services, Sequence[events.Prepared]], list[events.Ingested]] = (
-            events.store
-        ),
+        store: Store = events.store,
     ) -> None:
         self._services = services
         self._max_batch = max_batch
@@ -73,22 +79,20 @@ class InboxWriter:
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._sleeping = False
         self._closed = False
 
+    async def write(self, prepared: events.Prepared) -> events.Ingested:
+        """Store one delivery from a coroutine; returns after the commit that stored it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[events.Ingested] = loop.create_future()
+        self._enqueue(_Waiting(prepared, loop, future))
+        return await future
+
     def submit(self, prepared: events.Prepared) -> Future[events.Ingested]:
-        """Queue one delivery; the future resolves after the commit that stored it."""
+        """Store one delivery from any thread; the future resolves after the commit."""
         future: Future[events.Ingested] = Future()
-        with self._wakeup:
-            if self._closed:
-                raise WriterClosed("the inbox writer is closed")
-            self._waiting.append(_Waiting(prepared, future))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="conveyor-inbox-writer", daemon=True
-                )
-                self._thread.start()
-            else:
-                self._wakeup.notify()
+        self._enqueue(_Waiting(prepared, None, future))
         return future
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -100,44 +104,72 @@ class InboxWriter:
         if thread is not None:
             thread.join(timeout)
 
+    def _enqueue(self, waiting: _Waiting) -> None:
+        with self._wakeup:
+            if self._closed:
+                raise WriterClosed("the inbox writer is closed")
+            self._waiting.append(waiting)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="conveyor-inbox-writer", daemon=True
+                )
+                self._thread.start()
+            elif self._sleeping:
+                self._wakeup.notify()
+
     def _run(self) -> None:
         while True:
             with self._wakeup:
                 if not self._waiting and not self._closed:
+                    self._sleeping = True
                     self._wakeup.wait(self._idle_seconds)
+                    self._sleeping = False
                 if not self._waiting:
                     self._thread = None
                     return
                 count = min(len(self._waiting), self._max_batch)
                 batch = [self._waiting.popleft() for _ in range(count)]
-            self._commit([w for w in batch if w.future.set_running_or_notify_cancel()])
+            _answer(self._commit(batch))
 
-    def _commit(self, batch: list[_Waiting]) -> None:
-        if not batch:
-            return
+    def _commit(self, batch: list[_Waiting]) -> list[tuple[_Waiting, _Answer]]:
         try:
             results = self._store(self._services, [w.prepared for w in batch])
         except Exception as error:
             if len(batch) > 1 and _may_be_one_delivery(error):
                 log.warning("batch not stored; storing its deliveries one by one", size=len(batch))
-                for waiting in batch:
-                    self._commit_alone(waiting)
-                return
-            log.error("deliveries not stored", size=len(batch), error=type(error).__name__)
-            for waiting in batch:
-                waiting.future.set_exception(error)
-            return
-        for waiting, result in zip(batch, results, strict=True):
-            waiting.future.set_result(result)
+                return [answer for waiting in batch for answer in self._commit([waiting])]
+            log.error("deliveries not stored", size=len(batch), error=str(error))
+            return [(waiting, error) for waiting in batch]
+        return list(zip(batch, results, strict=True))
 
-    def _commit_alone(self, waiting: _Waiting) -> None:
-        try:
-            [result] = self._store(self._services, [waiting.prepared])
-        except Exception as error:
-            log.error("delivery not stored", endpoint=waiting.prepared.endpoint, error=str(error))
-            waiting.future.set_exception(error)
+
+def _answer(answers: list[tuple[_Waiting, _Answer]]) -> None:
+    """Resolve every future: thread-safe ones here, each event loop's in one call on it."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiting, _Answer]]] = {}
+    for waiting, answer in answers:
+        if waiting.loop is None:
+            _resolve(waiting, answer)
         else:
-            waiting.future.set_result(result)
+            by_loop.setdefault(waiting.loop, []).append((waiting, answer))
+    for loop, on_loop in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_all, on_loop)
+        except RuntimeError:  # the loop is closed: nobody waits for these answers any more
+            pass
+
+
+def _resolve_all(answers: list[tuple[_Waiting, _Answer]]) -> None:
+    for waiting, answer in answers:
+        _resolve(waiting, answer)
+
+
+def _resolve(waiting: _Waiting, answer: _Answer) -> None:
+    # A cancelled waiter (the client went away) got no 2xx; its events may be stored.
+    with contextlib.suppress(asyncio.InvalidStateError, InvalidStateError):
+        if isinstance(answer, BaseException):
+            waiting.future.set_exception(answer)
+        else:
+            waiting.future.set_result(answer)
 
 
 def _may_be_one_delivery(error: Exception) -> bool:
