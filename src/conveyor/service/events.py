@@ -32,7 +32,7 @@ from conveyor.service import runs
 from conveyor.service.context import Services
 from conveyor.store import audit, claims, tables
 from conveyor.store import events as inbox
-from conveyor.store.database import unit_of_work
+from conveyor.store.database import core_transaction, unit_of_work
 
 # Same kind+repository+digest+tag within this window is a duplicate (registries re-emit).
 DEDUPE_WINDOW = timedelta(minutes=10)
@@ -99,8 +99,10 @@ def store(services: Services, batch: Sequence[Prepared]) -> list[Ingested]:
     and the error propagates (DatabaseUnavailable for connection problems).
     """
     received = [(d, item.received_at) for item in batch for d in item.deliveries]
-    with unit_of_work(services.engine) as session:
-        stored = iter(inbox.record_deliveries(session, received, duplicate_window=DEDUPE_WINDOW))
+    with core_transaction(services.engine) as connection:
+        stored = iter(
+            inbox.record_deliveries(connection, received, duplicate_window=DEDUPE_WINDOW)
+        )
     results = []
     for item in batch:
         accepted: list[int] = []

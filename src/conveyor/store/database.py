@@ -204,6 +204,18 @@ def unit_of_work(engine: sa.Engine, *, read_only: bool = False) -> Iterator[Sess
             yield session
 
 
+@contextmanager
+def core_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One write transaction on a plain Connection (SQLAlchemy Core, no ORM session).
+
+    The same transaction as ``unit_of_work`` (``BEGIN IMMEDIATE`` on SQLite,
+    commit when the block ends, rollback if it raises, DatabaseUnavailable for
+    connection failures) for hot paths that need no ORM objects.
+    """
+    with translate_errors(engine), engine.begin() as connection:
+        yield connection
+
+
 def is_postgresql(session_or_engine: Session | sa.Engine | sa.Connection) -> bool:
     """Whether the bind is PostgreSQL (else SQLite)."""
     bind = (

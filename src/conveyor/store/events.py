@@ -83,6 +83,8 @@ _ORIGINALS = (
     )
     .order_by(_EVENTS.c.id)
 )
+# SQL NULL for a JSON column (a plain None would store the JSON text 'null').
+_SQL_NULL = sa.null()
 _RETURNING = (_EVENTS.c.id, _EVENTS.c.endpoint, _EVENTS.c.delivery_id)
 _INSERTS: dict[str, Any] = {
     "sqlite": sqlite_insert(_EVENTS)
@@ -103,12 +105,12 @@ _COUNT_REDELIVERIES = (
 
 
 def record_deliveries(
-    session: Session,
+    connection: sa.Connection,
     received: Sequence[tuple[Delivery, datetime]],
     *,
     duplicate_window: timedelta | None = None,
 ) -> list[Stored]:
-    """Store many deliveries, each with its receive time, in the session's transaction.
+    """Store many deliveries, each with its receive time, in the connection's transaction.
 
     The outcome is that of ``record_delivery`` called for each in order, with a
     fixed number of statements per batch instead of several per delivery: one
@@ -127,7 +129,6 @@ def record_deliveries(
     """
     if not received:
         return []
-    connection = session.connection()
     keys = [dedupe_key(delivery) for delivery, _ in received]
     stored_ids = _stored_ids(connection, {(d.endpoint, d.delivery_id) for d, _ in received})
     known: dict[str, list[tuple[int, datetime]]] = {}
@@ -209,7 +210,9 @@ def record_delivery(
     ``record_deliveries`` of one delivery; a redelivery returns the original
     row with its counter gone up.
     """
-    [stored] = record_deliveries(session, [(delivery, now)], duplicate_window=duplicate_window)
+    [stored] = record_deliveries(
+        session.connection(), [(delivery, now)], duplicate_window=duplicate_window
+    )
     event = session.scalars(
         sa.select(Event).where(Event.id == stored.id).execution_options(populate_existing=True)
     ).one()
@@ -268,7 +271,7 @@ def _row(delivery: Delivery, key: str, at: datetime) -> dict[str, Any]:
         "received_at": at,
         "status": "pending",
         "duplicate_of": None,
-        "outcome": None,
+        "outcome": _SQL_NULL,
         "redeliveries": 0,
         "attempts": 0,
     }
