@@ -93,10 +93,12 @@ async def _read_body(headers: Headers, receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+# Renders as JSONResponse does; built once (json.dumps with options builds one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
-    # Rendered as JSONResponse does, without building a Response object.
-    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    encoded = body.encode()
+    encoded = _JSON.encode(payload).encode()
     await send(
         {
             "type": "http.response.start",
@@ -125,9 +127,7 @@ async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi.document())
 
 
-def build_app(
-    services: Services, *, on_accepted: Callable[[int], None] | None = None
-) -> Starlette:
+def build_app(services: Services, *, on_accepted: Callable[[int], None] | None = None) -> Starlette:
     """The whole HTTP surface of one Conveyor process.
 
     ``on_accepted(n)`` is called after a webhook delivery's ``n`` new events

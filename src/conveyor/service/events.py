@@ -100,9 +100,7 @@ def store(services: Services, batch: Sequence[Prepared]) -> list[Ingested]:
     """
     received = [(d, item.received_at) for item in batch for d in item.deliveries]
     with core_transaction(services.engine) as connection:
-        stored = iter(
-            inbox.record_deliveries(connection, received, duplicate_window=DEDUPE_WINDOW)
-        )
+        stored = iter(inbox.record_deliveries(connection, received, duplicate_window=DEDUPE_WINDOW))
     results = []
     for item in batch:
         accepted: list[int] = []

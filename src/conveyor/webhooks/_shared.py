@@ -363,6 +363,8 @@ def _trim_fraction(text: str) -> str:
 def _shown(text: str) -> str:
     # Key names can come from the sender (severity names, report types): keep
     # messages short and printable whatever was sent.
+    if len(text) <= _ECHO_LIMIT and text.isascii():
+        return text  # the usual case, unchanged by the escaping below
     cut = text if len(text) <= _ECHO_LIMIT else f"{text[:_ECHO_LIMIT]}…"
     return cut.encode("ascii", "backslashreplace").decode()
 
