@@ -173,6 +173,12 @@ class TestWebhooks:
         assert "JSON" in broken.json()["detail"]
         assert _counts(services) == (0, 0)
 
+    def test_hooks_take_only_post_on_one_segment(self, client: TestClient) -> None:
+        """Other methods are 405 and deeper paths 404, as routed by Starlette."""
+        assert client.get("/hooks/registry").status_code == 405
+        assert client.post("/hooks/registry/more", content=b"{}").status_code == 404
+        assert client.post("/hooks/", content=b"{}").status_code == 404
+
     def test_body_over_the_limit_is_413(self, client: TestClient, services: Services) -> None:
         """A body over 1 MiB is refused before it is read whole."""
         response = _post(client, b"{" + b" " * (1024 * 1024 + 10) + b"}")

@@ -26,15 +26,17 @@ from conveyor.webhooks import check_size
 
 log = structlog.get_logger("conveyor.api")
 
+HOOKS_PREFIX = "/hooks/"
+
 
 class WebhookEndpoint:
-    """POST /hooks/{name}, as a plain ASGI app: the busiest route skips the request wrappers.
+    """POST /hooks/{name} as a plain ASGI app: the busiest request skips the request wrappers.
 
     Reads the body under the cap, verifies and parses it here (no thread hop),
     then stores it through the group-commit writer; the 202 follows the commit
-    that stored this delivery's events. Refusals raise (the app's exception
-    handlers answer 401/400/404/413 and nothing is written); a failed commit
-    answers 503 with Retry-After (nothing of the delivery is stored).
+    that stored this delivery's events. Refusals (401/400/404/413) are answered
+    by ``api_errors.handle`` like every other error, and write nothing; a failed
+    commit answers 503 with Retry-After (nothing of the delivery is stored).
     """
 
     def __init__(
@@ -48,12 +50,21 @@ class WebhookEndpoint:
         self._on_accepted = on_accepted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        name = scope["path_params"]["name"]
-        headers = Headers(scope["headers"])
-        body = await _read_body(headers, receive)
-        if body is None:
-            return  # the client went away before sending the whole body
-        prepared = events.prepare(self._services, name, headers=headers, body=body)
+        """As a Starlette route endpoint."""
+        await self.serve(scope["path_params"]["name"], scope, receive, send)
+
+    async def serve(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one delivery to endpoint ``name``."""
+        try:
+            headers = Headers(scope["headers"])
+            body = await _read_body(headers, receive)
+            if body is None:
+                return  # the client went away before sending the whole body
+            prepared = events.prepare(self._services, name, headers=headers, body=body)
+        except Exception as error:  # refused: nothing was written
+            response = await api_errors.handle(Request(scope), error)
+            await response(scope, receive, send)
+            return
         try:
             result = await self._writer.write(prepared)
         except Exception as error:  # nothing of this delivery was stored
@@ -72,6 +83,31 @@ class WebhookEndpoint:
             "duplicates": result.duplicates,
         }
         await _send_json(send, 202, payload)
+
+
+class ConveyorApp(Starlette):
+    """Starlette, with webhook deliveries dispatched before its middleware and router.
+
+    ``POST /hooks/<name>`` is the one request that arrives in bulk (registries
+    send one per push); the endpoint answers its own errors, so the exception
+    middleware and the route table add nothing to it but time. Anything else,
+    including other methods on ``/hooks/...`` (405) and apps mounted under a
+    root path, goes through Starlette, where the same endpoint is also routed.
+    """
+
+    def __init__(self, *, hooks: WebhookEndpoint, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(**kwargs)
+        self._hooks = hooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path: str = scope["path"]
+            name = path[len(HOOKS_PREFIX) :] if path.startswith(HOOKS_PREFIX) else ""
+            if name and "/" not in name:
+                scope["app"] = self
+                await self._hooks.serve(name, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _read_body(headers: Headers, receive: Receive) -> bytes | None:
@@ -143,13 +179,15 @@ def build_app(services: Services, *, on_accepted: Callable[[int], None] | None =
         finally:  # in-flight requests have finished: store anything still queued
             await asyncio.to_thread(writer.close)
 
+    hooks = WebhookEndpoint(services, writer, on_accepted)
     routes = [
-        Route("/hooks/{name}", WebhookEndpoint(services, writer, on_accepted), methods=["POST"]),
+        Route(HOOKS_PREFIX + "{name}", hooks, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/api/v1/openapi.json", openapi_document),
         *resources.routes(services),
     ]
-    return Starlette(
+    return ConveyorApp(
+        hooks=hooks,
         routes=routes,
         exception_handlers={ConveyorError: api_errors.handle, Exception: api_errors.handle},
         lifespan=lifespan,
