@@ -92,15 +92,20 @@ def prepare(services: Services, endpoint: str, *, headers: Headers, body: bytes)
     )
 
 
-def store(services: Services, batch: Sequence[Prepared]) -> list[Ingested]:
+def store(
+    services: Services, batch: Sequence[Prepared], *, connection: sa.Connection | None = None
+) -> list[Ingested]:
     """Durably store prepared deliveries in ONE transaction; one result per delivery, in order.
 
     Returns after the commit; if anything fails nothing of the batch is stored
     and the error propagates (DatabaseUnavailable for connection problems).
+    Runs on ``connection`` when given (the caller holds it), else on a pooled one.
     """
     received = [(d, item.received_at) for item in batch for d in item.deliveries]
-    with core_transaction(services.engine) as connection:
-        stored = iter(inbox.record_deliveries(connection, received, duplicate_window=DEDUPE_WINDOW))
+    with core_transaction(services.engine, connection) as transaction:
+        stored = iter(
+            inbox.record_deliveries(transaction, received, duplicate_window=DEDUPE_WINDOW)
+        )
     results = []
     for item in batch:
         accepted: list[int] = []

@@ -33,11 +33,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy import exc
 
 from conveyor.service import events
 from conveyor.service.context import Services
+from conveyor.store.database import translate_errors
 
 log = structlog.get_logger("conveyor.inbox")
 
@@ -70,12 +72,15 @@ class InboxWriter:
         *,
         max_batch: int = MAX_BATCH,
         idle_seconds: float = IDLE_SECONDS,
-        store: Store = events.store,
+        store: Store | None = None,
     ) -> None:
         self._services = services
         self._max_batch = max_batch
         self._idle_seconds = idle_seconds
-        self._store = store
+        self._store = store or self._store_held
+        # The writer thread's own connection, kept between batches (no pool round
+        # trip per batch); dropped after any failure and when the thread ends.
+        self._connection: sa.Connection | None = None
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -118,18 +123,39 @@ class InboxWriter:
                 self._wakeup.notify()
 
     def _run(self) -> None:
-        while True:
-            with self._wakeup:
-                if not self._waiting and not self._closed:
-                    self._sleeping = True
-                    self._wakeup.wait(self._idle_seconds)
-                    self._sleeping = False
-                if not self._waiting:
-                    self._thread = None
-                    return
-                count = min(len(self._waiting), self._max_batch)
-                batch = [self._waiting.popleft() for _ in range(count)]
-            _answer(self._commit(batch))
+        try:
+            while True:
+                with self._wakeup:
+                    if not self._waiting and not self._closed:
+                        self._sleeping = True
+                        self._wakeup.wait(self._idle_seconds)
+                        self._sleeping = False
+                    if not self._waiting:
+                        self._thread = None
+                        return
+                    count = min(len(self._waiting), self._max_batch)
+                    batch = [self._waiting.popleft() for _ in range(count)]
+                _answer(self._commit(batch))
+        finally:
+            self._drop_connection()
+
+    def _store_held(
+        self, services: Services, batch: Sequence[events.Prepared]
+    ) -> list[events.Ingested]:
+        if self._connection is None:
+            with translate_errors(services.engine):
+                self._connection = services.engine.connect()
+        try:
+            return events.store(services, batch, connection=self._connection)
+        except Exception:
+            self._drop_connection()  # the next batch starts on a fresh one
+            raise
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def _commit(self, batch: list[_Waiting]) -> list[tuple[_Waiting, _Answer]]:
         try:

@@ -170,8 +170,10 @@ def record_deliveries(
             if plan.duplicate_of_index is not None:
                 plan.duplicate_of = _row_id(plans[plan.duplicate_of_index], stored_ids)
         inserted = {
-            (row.endpoint, row.delivery_id): row.id
-            for row in connection.execute(insert, [p.finished_values() for p in group])
+            (endpoint, delivery_id): row_id
+            for row_id, endpoint, delivery_id in connection.execute(
+                insert, [p.finished_values() for p in group]
+            )
         }
         for plan in group:
             plan.id = inserted.get(plan.ident)
@@ -249,10 +251,10 @@ def _stored_ids(
         by_endpoint.setdefault(endpoint, []).append(delivery_id)
     found: dict[tuple[str, str], int] = {}
     for endpoint, delivery_ids in by_endpoint.items():
-        for row in connection.execute(
+        for row_id, delivery_id in connection.execute(
             _EXISTING, {"endpoint": endpoint, "delivery_ids": delivery_ids}
         ):
-            found[(endpoint, row.delivery_id)] = row.id
+            found[(endpoint, delivery_id)] = row_id
     return found
 
 
