@@ -77,10 +77,7 @@ class InboxWriter:
         self._services = services
         self._max_batch = max_batch
         self._idle_seconds = idle_seconds
-        self._store = store or self._store_held
-        # The writer thread's own connection, kept between batches (no pool round
-        # trip per batch); dropped after any failure and when the thread ends.
-        self._connection: sa.Connection | None = None
+        self._store = store
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -120,9 +117,13 @@ class InboxWriter:
                 )
                 self._thread.start()
             elif self._sleeping:
+                self._sleeping = False  # one wake-up is enough for all that arrive meanwhile
                 self._wakeup.notify()
 
     def _run(self) -> None:
+        # This thread's own connection, kept between batches (no pool round trip
+        # per batch); replaced after any failure, closed when the thread ends.
+        held = _HeldConnection(self._services)
         try:
             while True:
                 with self._wakeup:
@@ -135,38 +136,44 @@ class InboxWriter:
                         return
                     count = min(len(self._waiting), self._max_batch)
                     batch = [self._waiting.popleft() for _ in range(count)]
-                _answer(self._commit(batch))
+                _answer(self._commit(batch, self._store or held.store))
         finally:
-            self._drop_connection()
+            held.close()
 
-    def _store_held(
-        self, services: Services, batch: Sequence[events.Prepared]
-    ) -> list[events.Ingested]:
+    def _commit(self, batch: list[_Waiting], store: Store) -> list[tuple[_Waiting, _Answer]]:
+        try:
+            results = store(self._services, [w.prepared for w in batch])
+        except Exception as error:
+            if len(batch) > 1 and _may_be_one_delivery(error):
+                log.warning("batch not stored; storing its deliveries one by one", size=len(batch))
+                return [answer for waiting in batch for answer in self._commit([waiting], store)]
+            log.error("deliveries not stored", size=len(batch), error=str(error))
+            return [(waiting, error) for waiting in batch]
+        return list(zip(batch, results, strict=True))
+
+
+class _HeldConnection:
+    """One writer thread's connection: opened on first use, dropped after a failure."""
+
+    def __init__(self, services: Services) -> None:
+        self._engine = services.engine
+        self._connection: sa.Connection | None = None
+
+    def store(self, services: Services, batch: Sequence[events.Prepared]) -> list[events.Ingested]:
         if self._connection is None:
-            with translate_errors(services.engine):
-                self._connection = services.engine.connect()
+            with translate_errors(self._engine):
+                self._connection = self._engine.connect()
         try:
             return events.store(services, batch, connection=self._connection)
         except Exception:
-            self._drop_connection()  # the next batch starts on a fresh one
+            self.close()  # the next batch starts on a fresh connection
             raise
 
-    def _drop_connection(self) -> None:
+    def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.close()
-
-    def _commit(self, batch: list[_Waiting]) -> list[tuple[_Waiting, _Answer]]:
-        try:
-            results = self._store(self._services, [w.prepared for w in batch])
-        except Exception as error:
-            if len(batch) > 1 and _may_be_one_delivery(error):
-                log.warning("batch not stored; storing its deliveries one by one", size=len(batch))
-                return [answer for waiting in batch for answer in self._commit([waiting])]
-            log.error("deliveries not stored", size=len(batch), error=str(error))
-            return [(waiting, error) for waiting in batch]
-        return list(zip(batch, results, strict=True))
 
 
 def _answer(answers: list[tuple[_Waiting, _Answer]]) -> None:
