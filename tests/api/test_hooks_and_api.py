@@ -173,11 +173,53 @@ class TestWebhooks:
         assert "JSON" in broken.json()["detail"]
         assert _counts(services) == (0, 0)
 
+    def test_hooks_take_only_post_on_one_segment(self, client: TestClient) -> None:
+        """Other methods are 405 and deeper paths 404, as routed by Starlette."""
+        assert client.get("/hooks/registry").status_code == 405
+        assert client.post("/hooks/registry/more", content=b"{}").status_code == 404
+        assert client.post("/hooks/", content=b"{}").status_code == 404
+
     def test_body_over_the_limit_is_413(self, client: TestClient, services: Services) -> None:
         """A body over 1 MiB is refused before it is read whole."""
         response = _post(client, b"{" + b" " * (1024 * 1024 + 10) + b"}")
         assert response.status_code == 413
         assert _counts(services) == (0, 0)
+
+    def test_a_delivery_that_cannot_be_stored_is_503_and_leaves_nothing(
+        self, client: TestClient, services: Services
+    ) -> None:
+        """The inbox write failing: 503 with Retry-After, so the sender retries; no row, no 202."""
+        with services.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE events RENAME TO events_elsewhere")
+        response = _post(client, _payload())
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["title"] == "not-stored"
+        with services.engine.connect() as connection:
+            stored = connection.exec_driver_sql("SELECT count(*) FROM events_elsewhere").scalar()
+        assert stored == 0
+
+    def test_on_accepted_hears_of_new_events_after_their_commit(
+        self, services: Services, registry: InMemoryRegistry
+    ) -> None:
+        """on_accepted(n) follows the commit of n new events; redeliveries do not call it."""
+        heard: list[tuple[int, tuple[int, int]]] = []
+        app = build_app(services, on_accepted=lambda n: heard.append((n, _counts(services))))
+        with TestClient(app, base_url="http://127.0.0.1") as test_client:
+            assert _post(test_client, _payload()).status_code == 202
+            assert _post(test_client, _payload()).status_code == 202  # a redelivery
+        assert heard == [(1, (1, 0))]  # called once, when the event was already stored
+
+    def test_a_failing_on_accepted_does_not_fail_the_delivery(self, services: Services) -> None:
+        """The callback is a hint: if it raises, the stored delivery still gets its 202."""
+
+        def broken(count: int) -> None:
+            raise RuntimeError("worker gone")
+
+        with TestClient(build_app(services, on_accepted=broken)) as test_client:
+            response = _post(test_client, _payload())
+        assert response.status_code == 202 and response.json()["accepted"] == 1
+        assert _counts(services) == (1, 0)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(body=st.binary(max_size=2000), authorized=st.booleans())

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from conveyor.api import errors as api_errors
 from conveyor.api import openapi, resources
@@ -18,49 +21,138 @@ from conveyor.core.errors import ConveyorError
 from conveyor.core.events import Headers
 from conveyor.service import events
 from conveyor.service.context import Services
-from conveyor.webhooks import MAX_BODY_BYTES, check_size
+from conveyor.service.inbox_writer import InboxWriter
+from conveyor.webhooks import check_size
 
 log = structlog.get_logger("conveyor.api")
 
+HOOKS_PREFIX = "/hooks/"
 
-async def read_capped(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The body, refusing (413) anything over the limit before reading it all."""
-    declared = request.headers.get("content-length")
+
+class WebhookEndpoint:
+    """POST /hooks/{name} as a plain ASGI app: the busiest request skips the request wrappers.
+
+    Reads the body under the cap, verifies and parses it here (no thread hop),
+    then stores it through the group-commit writer; the 202 follows the commit
+    that stored this delivery's events. Refusals (401/400/404/413) are answered
+    by ``api_errors.handle`` like every other error, and write nothing; a failed
+    commit answers 503 with Retry-After (nothing of the delivery is stored).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        writer: InboxWriter,
+        on_accepted: Callable[[int], None] | None = None,
+    ) -> None:
+        self._services = services
+        self._writer = writer
+        self._on_accepted = on_accepted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As a Starlette route endpoint."""
+        await self.serve(scope["path_params"]["name"], scope, receive, send)
+
+    async def serve(self, name: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one delivery to endpoint ``name``."""
+        try:
+            headers = Headers(scope["headers"])
+            body = await _read_body(headers, receive)
+            if body is None:
+                return  # the client went away before sending the whole body
+            prepared = events.prepare(self._services, name, headers=headers, body=body)
+        except Exception as error:  # refused: nothing was written
+            response = await api_errors.handle(Request(scope), error)
+            await response(scope, receive, send)
+            return
+        try:
+            result = await self._writer.write(prepared)
+        except Exception as error:  # nothing of this delivery was stored
+            log.error("webhook delivery not stored", endpoint=name, error=type(error).__name__)
+            response = api_errors.problem(
+                503, "not-stored", "the delivery could not be stored; retry later"
+            )
+            response.headers["Retry-After"] = "5"
+            await response(scope, receive, send)
+            return
+        if result.accepted and self._on_accepted is not None:
+            _notify(self._on_accepted, len(result.accepted))
+        payload = {
+            "accepted": len(result.accepted),
+            "events": result.accepted,
+            "duplicates": result.duplicates,
+        }
+        await _send_json(send, 202, payload)
+
+
+class ConveyorApp(Starlette):
+    """Starlette, with webhook deliveries dispatched before its middleware and router.
+
+    ``POST /hooks/<name>`` is the one request that arrives in bulk (registries
+    send one per push); the endpoint answers its own errors, so the exception
+    middleware and the route table add nothing to it but time. Anything else,
+    including other methods on ``/hooks/...`` (405) and apps mounted under a
+    root path, goes through Starlette, where the same endpoint is also routed.
+    """
+
+    def __init__(self, *, hooks: WebhookEndpoint, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(**kwargs)
+        self._hooks = hooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path: str = scope["path"]
+            name = path[len(HOOKS_PREFIX) :] if path.startswith(HOOKS_PREFIX) else ""
+            if name and "/" not in name:
+                scope["app"] = self
+                await self._hooks.serve(name, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _read_body(headers: Headers, receive: Receive) -> bytes | None:
+    """The request body, refusing (413) anything over the limit before reading it all."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit():
-        check_size(int(declared), limit=limit)
+        check_size(int(declared))
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
         size += len(chunk)
-        check_size(size, limit=limit)
+        check_size(size)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def webhook_endpoint(
-    services: Services, on_accepted: Callable[[int], None] | None = None
-) -> Callable[[Request], Any]:
-    async def receive(request: Request) -> Response:
-        name = request.path_params["name"]
-        body = await read_capped(request)
-        headers = Headers(request.headers.items())
-        result = await run_in_threadpool(events.ingest, services, name, headers=headers, body=body)
-        if on_accepted is not None and result.accepted:
-            # Committed already: the listener (the worker's wake-up) must not fail the answer.
-            try:
-                on_accepted(len(result.accepted))
-            except Exception:
-                log.exception("on_accepted listener failed")
-        return JSONResponse(
-            {
-                "accepted": len(result.accepted),
-                "events": result.accepted,
-                "duplicates": result.duplicates,
-            },
-            status_code=202,
-        )
+# Renders as JSONResponse does; built once (json.dumps with options builds one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
-    return receive
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    encoded = _JSON.encode(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(len(encoded)).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": encoded})
+
+
+def _notify(on_accepted: Callable[[int], None], count: int) -> None:
+    try:
+        on_accepted(count)
+    except Exception as error:  # the events are stored; a wake-up hint must not fail the 202
+        log.error("on_accepted callback failed", error=type(error).__name__)
 
 
 async def healthz(request: Request) -> Response:
@@ -74,17 +166,29 @@ async def openapi_document(request: Request) -> Response:
 def build_app(services: Services, *, on_accepted: Callable[[int], None] | None = None) -> Starlette:
     """The whole HTTP surface of one Conveyor process.
 
-    ``on_accepted(n)`` is called after a delivery's ``n`` new events are
-    committed to the inbox, before the 202 (the server wakes its worker with
-    it); it must be cheap and thread-safe, and an error in it is only logged.
+    ``on_accepted(n)`` is called after a webhook delivery's ``n`` new events
+    (n > 0) are committed, before its 202 (e.g. to wake the worker); it must be
+    cheap and thread-safe, and an exception from it is logged, not raised.
     """
+    writer = InboxWriter(services)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # in-flight requests have finished: store anything still queued
+            await asyncio.to_thread(writer.close)
+
+    hooks = WebhookEndpoint(services, writer, on_accepted)
     routes = [
+        Route(HOOKS_PREFIX + "{name}", hooks, methods=["POST"]),
         Route("/healthz", healthz),
         Route("/api/v1/openapi.json", openapi_document),
-        Route("/hooks/{name}", webhook_endpoint(services, on_accepted), methods=["POST"]),
         *resources.routes(services),
     ]
-    return Starlette(
+    return ConveyorApp(
+        hooks=hooks,
         routes=routes,
         exception_handlers={ConveyorError: api_errors.handle, Exception: api_errors.handle},
+        lifespan=lifespan,
     )

@@ -39,4 +39,3 @@ def audit_list(
             )
 
     _emit(rows, as_json, human)
-

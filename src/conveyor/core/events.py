@@ -14,6 +14,7 @@ place that refuses them, with a reason the delivery log can show.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -91,14 +92,18 @@ def needs_resolution(kind: EventKind, *, tag: str | None, digest: Digest | None)
     return kind in SCAN_KINDS and tag is None
 
 
-def dedupe_key(event: RegistryEvent) -> str:
-    """The identity of what happened, whoever reported it: kind, repository, digest and tag.
+def dedupe_key(
+    *, kind: str, registry: str, repository: str, digest: str | None, tag: str | None
+) -> str:
+    """The identity of what happened, whoever reported it (sha256 hex of the five parts).
 
     Registries legitimately re-emit identical pushes (retries, re-PUT of the
-    same bytes), so the store also dedupes on this within a time window.
+    same bytes), and several senders can report one push, so the inbox also
+    dedupes on this within a time window. ``registry`` is the host the event is
+    stored under (an endpoint tied to a configured registry speaks for it).
     """
-    digest = str(event.digest) if event.digest is not None else ""
-    return f"{event.kind}|{event.repository}|{digest}|{event.tag or ''}"
+    parts = [kind, registry, repository, digest or "", tag or ""]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 class Headers(Mapping[str, str]):

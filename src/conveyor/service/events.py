@@ -1,7 +1,9 @@
 """Registry events: the durable inbox, deduplication, and triggers with reasons.
 
-``ingest`` runs while the sender waits: cap, verify, parse (conveyor.webhooks),
-then one transaction storing every event; the 2xx answer follows the commit.
+``ingest`` runs while the sender waits: ``prepare`` (cap, verify, parse with
+conveyor.webhooks; no I/O), then ``store`` (one transaction for the events of
+one or of many deliveries: the HTTP endpoint batches concurrent deliveries
+through ``service.inbox_writer``); the 2xx answer follows the commit.
 ``process_pending`` runs later, in the worker: it resolves what a sender left
 out (digest or tag) from the registry, matches every ``registry_event``
 trigger and starts at most one run per (event, pipeline), recording for each
@@ -10,7 +12,8 @@ trigger why it did or did not fire.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +31,7 @@ from conveyor.service import runs
 from conveyor.service.context import Services
 from conveyor.store import audit, claims, tables
 from conveyor.store import events as inbox
-from conveyor.store.database import unit_of_work
+from conveyor.store.database import core_transaction, unit_of_work
 
 # Same kind+repository+digest+tag within this window is a duplicate (registries re-emit).
 DEDUPE_WINDOW = timedelta(minutes=10)
@@ -47,11 +50,17 @@ class Ingested:
     ignored: int
 
 
-def ingest(services: Services, endpoint: str, *, headers: Headers, body: bytes) -> Ingested:
-    """Verify, parse and durably store one delivery; raises WebhookRejected or NotFound.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepared:
+    """A verified, parsed delivery, ready to store: the part of ``ingest`` without I/O."""
 
-    Nothing is written unless verification and parsing succeed.
-    """
+    endpoint: str
+    deliveries: list[inbox.Delivery]
+    received_at: datetime
+
+
+def prepare(services: Services, endpoint: str, *, headers: Headers, body: bytes) -> Prepared:
+    """Verify and parse one delivery; raises WebhookRejected or NotFound, writing nothing."""
     webhook = services.definitions.webhooks.get(endpoint)
     if webhook is None:
         raise NotFound("webhook endpoint", endpoint)
@@ -70,50 +79,68 @@ def ingest(services: Services, endpoint: str, *, headers: Headers, body: bytes) 
         auth=webhook.auth,
         header=webhook.header,
     )
+    # An endpoint tied to a configured registry speaks for it: its host wins over
+    # whatever public name the sender uses (docker.io, harbor.example.com, ...).
     default_registry = (
         services.registries.definition(webhook.registry).host if webhook.registry else ""
     )
-    accepted: list[int] = []
-    duplicates = 0
-    with unit_of_work(services.engine) as session:
-        for event in parsed:
-            row = _store(session, endpoint, event, default_registry, now)
-            if row is None:
-                duplicates += 1
-            elif row.status == "duplicate":
-                duplicates += 1
-            else:
-                accepted.append(row.id)
-    return Ingested(accepted=accepted, duplicates=duplicates, ignored=0)
-
-
-def _store(
-    session: sa.orm.Session, endpoint: str, event: RegistryEvent, registry: str, now: datetime
-) -> tables.Event | None:
-    """The new inbox row, or None for a redelivery (the original counts it)."""
-    recorded = inbox.record_delivery(
-        session,
-        inbox.Delivery(
-            endpoint=endpoint,
-            sender=event.sender,
-            delivery_id=event.delivery_id,
-            kind=str(event.kind),
-            # An endpoint tied to a configured registry speaks for it: its host wins over
-            # whatever public name the sender uses (docker.io, harbor.example.com, ...).
-            registry_host=registry or event.registry or "",
-            repository=event.repository,
-            tag=event.tag,
-            digest=str(event.digest) if event.digest else None,
-            scan_summary=_scan(event),
-        ),
-        now=now,
-        duplicate_window=DEDUPE_WINDOW,
+    return Prepared(
+        endpoint=endpoint,
+        deliveries=[_delivery(endpoint, event, default_registry) for event in parsed],
+        received_at=now,
     )
-    if not recorded.created:
-        return None
-    if recorded.event.duplicate_of is not None:
-        recorded.event.outcome = {"duplicate_of": recorded.event.duplicate_of}
-    return recorded.event
+
+
+def store(
+    services: Services, batch: Sequence[Prepared], *, connection: sa.Connection | None = None
+) -> list[Ingested]:
+    """Durably store prepared deliveries in ONE transaction; one result per delivery, in order.
+
+    Returns after the commit; if anything fails nothing of the batch is stored
+    and the error propagates (DatabaseUnavailable for connection problems).
+    Runs on ``connection`` when given (the caller holds it), else on a pooled one.
+    """
+    received = [(d, item.received_at) for item in batch for d in item.deliveries]
+    with core_transaction(services.engine, connection) as transaction:
+        stored = iter(
+            inbox.record_deliveries(transaction, received, duplicate_window=DEDUPE_WINDOW)
+        )
+    results = []
+    for item in batch:
+        accepted: list[int] = []
+        duplicates = 0
+        for outcome in itertools.islice(stored, len(item.deliveries)):
+            if outcome.status == "pending":
+                accepted.append(outcome.id)
+            else:  # a redelivery (the original counts it) or the same content again
+                duplicates += 1
+        results.append(Ingested(accepted=accepted, duplicates=duplicates, ignored=0))
+    return results
+
+
+def ingest(services: Services, endpoint: str, *, headers: Headers, body: bytes) -> Ingested:
+    """Verify, parse and durably store one delivery; raises WebhookRejected or NotFound.
+
+    Nothing is written unless verification and parsing succeed. The HTTP
+    endpoint does the same in two halves (``prepare``, then ``store`` through
+    the group-commit ``InboxWriter``).
+    """
+    [result] = store(services, [prepare(services, endpoint, headers=headers, body=body)])
+    return result
+
+
+def _delivery(endpoint: str, event: RegistryEvent, registry: str) -> inbox.Delivery:
+    return inbox.Delivery(
+        endpoint=endpoint,
+        sender=event.sender,
+        delivery_id=event.delivery_id,
+        kind=str(event.kind),
+        registry_host=registry or event.registry or "",
+        repository=event.repository,
+        tag=event.tag,
+        digest=str(event.digest) if event.digest else None,
+        scan_summary=_scan(event),
+    )
 
 
 def _scan(event: RegistryEvent) -> dict[str, Any] | None:

@@ -204,6 +204,27 @@ def unit_of_work(engine: sa.Engine, *, read_only: bool = False) -> Iterator[Sess
             yield session
 
 
+@contextmanager
+def core_transaction(
+    engine: sa.Engine, connection: sa.Connection | None = None
+) -> Iterator[sa.Connection]:
+    """One write transaction on a plain Connection (SQLAlchemy Core, no ORM session).
+
+    The same transaction as ``unit_of_work`` (``BEGIN IMMEDIATE`` on SQLite,
+    commit when the block ends, rollback if it raises, DatabaseUnavailable for
+    connection failures) for hot paths that need no ORM objects. On a given
+    ``connection`` (one the caller holds, e.g. a dedicated writer thread's),
+    or else on one from the engine's pool.
+    """
+    with translate_errors(engine):
+        if connection is None:
+            with engine.begin() as pooled:
+                yield pooled
+        else:
+            with connection.begin():
+                yield connection
+
+
 def is_postgresql(session_or_engine: Session | sa.Engine | sa.Connection) -> bool:
     """Whether the bind is PostgreSQL (else SQLite)."""
     bind = (

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from conveyor.core import events as core_events
 from conveyor.core.errors import NotFound
-from conveyor.store import database
 from conveyor.store.tables import Event
 
 
@@ -38,16 +40,164 @@ class Recorded:
     created: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stored:
+    """What recording one delivery of a batch did (no ORM object: the hot path stays in Core).
+
+    ``id`` is the inbox row: the new one, or for a redelivery (``created`` false)
+    the original, whose ``redeliveries`` counter went up. ``status`` is the new
+    row's ``pending`` or ``duplicate`` (then ``duplicate_of`` names the row with
+    the same content), or ``redelivery``.
+    """
+
+    id: int
+    created: bool
+    status: str
+    duplicate_of: int | None = None
+
+
 def dedupe_key(delivery: Delivery) -> str:
-    """sha256 over kind, registry, repository, digest and tag: the same change twice."""
-    parts = [
-        delivery.kind,
-        delivery.registry_host,
-        delivery.repository,
-        delivery.digest or "",
-        delivery.tag or "",
-    ]
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+    """The delivery's content identity: ``core.events.dedupe_key`` of what is stored."""
+    return core_events.dedupe_key(
+        kind=delivery.kind,
+        registry=delivery.registry_host,
+        repository=delivery.repository,
+        digest=delivery.digest,
+        tag=delivery.tag,
+    )
+
+
+_EVENTS: sa.Table = Event.__table__  # type: ignore[assignment]
+# Built once: SQLAlchemy caches each one's compiled form, so a batch compiles no SQL.
+# Endpoint first: the unique index on (endpoint, delivery_id) serves the lookup.
+_EXISTING = sa.select(_EVENTS.c.id, _EVENTS.c.delivery_id).where(
+    _EVENTS.c.endpoint == sa.bindparam("endpoint"),
+    _EVENTS.c.delivery_id.in_(sa.bindparam("delivery_ids", expanding=True)),
+)
+_ORIGINALS = (
+    sa.select(_EVENTS.c.id, _EVENTS.c.dedupe_key, _EVENTS.c.received_at)
+    .where(
+        _EVENTS.c.dedupe_key.in_(sa.bindparam("keys", expanding=True)),
+        _EVENTS.c.received_at >= sa.bindparam("since"),
+        _EVENTS.c.duplicate_of.is_(None),
+    )
+    .order_by(_EVENTS.c.id)
+)
+# SQL NULL for a JSON column (a plain None would store the JSON text 'null').
+_SQL_NULL = sa.null()
+_RETURNING = (_EVENTS.c.id, _EVENTS.c.endpoint, _EVENTS.c.delivery_id)
+_INSERTS: dict[str, Any] = {
+    "sqlite": sqlite_insert(_EVENTS)
+    .on_conflict_do_nothing(index_elements=["endpoint", "delivery_id"])
+    .returning(*_RETURNING),
+    "postgresql": postgresql_insert(_EVENTS)
+    .on_conflict_do_nothing(index_elements=["endpoint", "delivery_id"])
+    .returning(*_RETURNING),
+}
+_COUNT_REDELIVERIES = (
+    sa.update(_EVENTS)
+    .where(
+        _EVENTS.c.endpoint == sa.bindparam("e_endpoint"),
+        _EVENTS.c.delivery_id == sa.bindparam("e_delivery_id"),
+    )
+    .values(redeliveries=_EVENTS.c.redeliveries + sa.bindparam("e_count"))
+)
+
+
+def record_deliveries(
+    connection: sa.Connection,
+    received: Sequence[tuple[Delivery, datetime]],
+    *,
+    duplicate_window: timedelta | None = None,
+) -> list[Stored]:
+    """Store many deliveries, each with its receive time, in the connection's transaction.
+
+    The outcome is that of ``record_delivery`` called for each in order, with a
+    fixed number of statements per batch instead of several per delivery: one
+    lookup of the delivery ids, one of the dedupe keys, one multi-row
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (a second one only for
+    content duplicates of rows new in the same batch), one counter update.
+
+    A delivery id already stored on its endpoint, in the database or earlier in
+    the batch, is a redelivery: nothing new is stored and the original's
+    ``redeliveries`` goes up. A new delivery whose content (dedupe key) was
+    received within ``duplicate_window``, in the database or earlier in the
+    batch, is stored with status ``duplicate`` and ``duplicate_of`` set, so the
+    inbox shows it but nothing triggers. Safe under concurrency: the unique
+    constraint decides, a conflict with another writer's row is a redelivery,
+    and no exception escapes on a conflict.
+    """
+    if not received:
+        return []
+    keys = [dedupe_key(delivery) for delivery, _ in received]
+    stored_ids = _stored_ids(connection, {(d.endpoint, d.delivery_id) for d, _ in received})
+    known: dict[str, list[tuple[int, datetime]]] = {}
+    if duplicate_window is not None:
+        since = min(at for _, at in received) - duplicate_window
+        for row in connection.execute(_ORIGINALS, {"keys": sorted(set(keys)), "since": since}):
+            known.setdefault(row.dedupe_key, []).append((row.id, _aware(row.received_at)))
+
+    # Decide each delivery in order; rows new in this batch are referred to by index.
+    plans: list[_Plan] = []
+    first_in_batch: set[tuple[str, str]] = set()
+    batch_originals: dict[str, tuple[int, datetime]] = {}
+    for index, ((delivery, at), key) in enumerate(zip(received, keys, strict=True)):
+        ident = (delivery.endpoint, delivery.delivery_id)
+        if ident in stored_ids or ident in first_in_batch:
+            plans.append(_Plan(ident=ident))
+            continue
+        first_in_batch.add(ident)
+        plan = _Plan(ident=ident, values=_row(delivery, key, at))
+        if duplicate_window is not None:
+            floor = at - duplicate_window
+            plan.duplicate_of = next((i for i, when in known.get(key, ()) if when >= floor), None)
+            earlier = batch_originals.get(key)
+            if plan.duplicate_of is None and earlier is not None and earlier[1] >= floor:
+                plan.duplicate_of_index = earlier[0]
+            elif plan.duplicate_of is None:
+                batch_originals.setdefault(key, (index, at))
+        plans.append(plan)
+
+    insert = _INSERTS[connection.dialect.name]
+    new = [p for p in plans if p.values is not None]
+    for group in (
+        [p for p in new if p.duplicate_of_index is None],
+        [p for p in new if p.duplicate_of_index is not None],
+    ):
+        if not group:
+            continue
+        for plan in group:
+            if plan.duplicate_of_index is not None:
+                plan.duplicate_of = _row_id(plans[plan.duplicate_of_index], stored_ids)
+        inserted = {
+            (endpoint, delivery_id): row_id
+            for row_id, endpoint, delivery_id in connection.execute(
+                insert, [p.finished_values() for p in group]
+            )
+        }
+        for plan in group:
+            plan.id = inserted.get(plan.ident)
+            if plan.id is not None:
+                stored_ids[plan.ident] = plan.id
+        # A row missing from RETURNING: another writer stored this delivery id
+        # meanwhile (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers).
+        lost = {p.ident for p in group if p.id is None}
+        if lost:
+            stored_ids.update(_stored_ids(connection, lost))
+
+    counts: dict[tuple[str, str], int] = {}
+    for plan in plans:
+        if plan.id is None:
+            counts[plan.ident] = counts.get(plan.ident, 0) + 1
+    if counts:
+        connection.execute(
+            _COUNT_REDELIVERIES,
+            [
+                {"e_endpoint": endpoint, "e_delivery_id": delivery_id, "e_count": count}
+                for (endpoint, delivery_id), count in counts.items()
+            ],
+        )
+    return [_outcome(plan, stored_ids) for plan in plans]
 
 
 def record_delivery(
@@ -57,60 +207,94 @@ def record_delivery(
     now: datetime,
     duplicate_window: timedelta | None = None,
 ) -> Recorded:
-    """Store a delivery once per (endpoint, delivery id); a redelivery only counts up.
+    """Store one delivery once per (endpoint, delivery id) and return its inbox row.
 
-    A new delivery whose content (dedupe key) was already received within
-    `duplicate_window` is stored with status ``duplicate`` and ``duplicate_of``
-    set, so the inbox shows it but nothing triggers. Safe under concurrency: the
-    unique constraint decides, and no exception escapes on a conflict.
+    ``record_deliveries`` of one delivery; a redelivery returns the original
+    row with its counter gone up.
     """
-    key = dedupe_key(delivery)
-    status, original = "pending", None
-    if duplicate_window is not None:
-        original = session.scalar(
-            sa.select(Event.id)
-            .where(
-                Event.dedupe_key == key,
-                Event.received_at >= now - duplicate_window,
-                Event.duplicate_of.is_(None),
-            )
-            .order_by(Event.id)
-            .limit(1)
-        )
-        status = "pending" if original is None else "duplicate"
-    created = database.insert_ignoring_conflicts(
-        session,
-        Event,
-        {
-            "endpoint": delivery.endpoint,
-            "sender": delivery.sender,
-            "delivery_id": delivery.delivery_id,
-            "dedupe_key": key,
-            "kind": delivery.kind,
-            "registry_host": delivery.registry_host,
-            "repository": delivery.repository,
-            "tag": delivery.tag,
-            "digest": delivery.digest,
-            "scan_summary": delivery.scan_summary,
-            "received_at": now,
-            "status": status,
-            "duplicate_of": original,
-            "redeliveries": 0,
-            "attempts": 0,
-        },
-        conflict_columns=("endpoint", "delivery_id"),
+    [stored] = record_deliveries(
+        session.connection(), [(delivery, now)], duplicate_window=duplicate_window
     )
-    same_delivery = (Event.endpoint == delivery.endpoint) & (
-        Event.delivery_id == delivery.delivery_id
-    )
-    if not created:
-        session.execute(
-            sa.update(Event).where(same_delivery).values(redeliveries=Event.redeliveries + 1)
-        )
     event = session.scalars(
-        sa.select(Event).where(same_delivery).execution_options(populate_existing=True)
+        sa.select(Event).where(Event.id == stored.id).execution_options(populate_existing=True)
     ).one()
-    return Recorded(event=event, created=created)
+    return Recorded(event=event, created=stored.created)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Plan:
+    """One delivery of a batch: a new row (``values``) or a redelivery (no values)."""
+
+    ident: tuple[str, str]
+    values: dict[str, Any] | None = None
+    duplicate_of: int | None = None
+    duplicate_of_index: int | None = None
+    id: int | None = None
+
+    def finished_values(self) -> dict[str, Any]:
+        assert self.values is not None
+        if self.duplicate_of is None:
+            return self.values
+        return self.values | {
+            "status": "duplicate",
+            "duplicate_of": self.duplicate_of,
+            "outcome": {"duplicate_of": self.duplicate_of},
+        }
+
+
+def _stored_ids(
+    connection: sa.Connection, idents: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The stored row ids of these (endpoint, delivery id) pairs: one query per endpoint."""
+    by_endpoint: dict[str, list[str]] = {}
+    for endpoint, delivery_id in sorted(idents):
+        by_endpoint.setdefault(endpoint, []).append(delivery_id)
+    found: dict[tuple[str, str], int] = {}
+    for endpoint, delivery_ids in by_endpoint.items():
+        for row_id, delivery_id in connection.execute(
+            _EXISTING, {"endpoint": endpoint, "delivery_ids": delivery_ids}
+        ):
+            found[(endpoint, delivery_id)] = row_id
+    return found
+
+
+def _row(delivery: Delivery, key: str, at: datetime) -> dict[str, Any]:
+    return {
+        "endpoint": delivery.endpoint,
+        "sender": delivery.sender,
+        "delivery_id": delivery.delivery_id,
+        "dedupe_key": key,
+        "kind": delivery.kind,
+        "registry_host": delivery.registry_host,
+        "repository": delivery.repository,
+        "tag": delivery.tag,
+        "digest": delivery.digest,
+        "scan_summary": delivery.scan_summary,
+        "received_at": at,
+        "status": "pending",
+        "duplicate_of": None,
+        "outcome": _SQL_NULL,
+        "redeliveries": 0,
+        "attempts": 0,
+    }
+
+
+def _row_id(plan: _Plan, stored_ids: dict[tuple[str, str], int]) -> int:
+    """The inbox id a planned delivery ended up as: its own new row, or the one it repeats."""
+    return plan.id if plan.id is not None else stored_ids[plan.ident]
+
+
+def _outcome(plan: _Plan, stored_ids: dict[tuple[str, str], int]) -> Stored:
+    if plan.id is None:
+        return Stored(id=stored_ids[plan.ident], created=False, status="redelivery")
+    if plan.duplicate_of is not None:
+        return Stored(id=plan.id, created=True, status="duplicate", duplicate_of=plan.duplicate_of)
+    return Stored(id=plan.id, created=True, status="pending")
+
+
+def _aware(value: datetime) -> datetime:
+    # UtcDateTime makes results aware already; this only guards a naive value.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def fetch_event(session: Session, event_id: int) -> Event:

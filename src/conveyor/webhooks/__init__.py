@@ -12,8 +12,9 @@ order is the design:
 3. **Parse** (``WebhookFormat.parse``) into ``RegistryEvent`` values: content
    type, JSON and fields are checked, and failures are a 400 naming the
    problem. Parsing is pure, so it never half-stores anything.
-4. **Store** the delivery and its events in the inbox, in one transaction,
-   deduplicated by (sender, delivery id) and by ``core.events.dedupe_key``.
+4. **Store** the delivery and its events in the inbox, in one transaction
+   (shared with the other deliveries waiting at that moment: group commit),
+   deduplicated by (endpoint, delivery id) and by ``core.events.dedupe_key``.
 5. **Reply** 2xx only after the commit, so an accepted event is never lost;
    triggers run later from the inbox (registries retry anything else).
 

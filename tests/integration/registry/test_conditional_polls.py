@@ -255,7 +255,9 @@ def _services(tmp_path: Path, url: str, repository: str) -> Services:
     )
 
 
-@pytest.mark.parametrize("tag_list_validators", [True, False], ids=["standin-etag", "registry-2.8.2"])
+@pytest.mark.parametrize(
+    "tag_list_validators", [True, False], ids=["standin-etag", "registry-2.8.2"]
+)
 def test_poller_skips_quiet_lists_and_fires_on_a_moved_tag(
     standin,
     anonymous_registry,

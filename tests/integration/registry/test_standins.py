@@ -177,6 +177,7 @@ class TestPollRequests:
 
     async def test_a_tag_check_without_validators_counts_as_changed(self):
         """A HEAD without Docker-Content-Digest or ETag (as Quay's) cannot prove "unchanged"."""
+
         class Bare(QuietHandler):
             def do_GET(self) -> None:
                 self.reply(200, b"{}")

@@ -254,6 +254,67 @@ class TestEventsInbox:
         )
         assert copy.event.duplicate_of == original.event.id
 
+    def test_a_batch_records_what_one_delivery_after_another_would(self, engine):
+        """One batch: new, redelivered (stored and in-batch), duplicated content, other endpoint.
+
+        Each lands exactly once; redeliveries count on the original; content
+        duplicates (of a stored row or of a row earlier in the batch) point at it.
+        """
+        window = timedelta(minutes=10)
+        with database.unit_of_work(engine) as session:
+            stored = events.record_delivery(session, _delivery("old"), now=NOW)
+        later = NOW + timedelta(seconds=1)
+        batch = [
+            (_delivery("old", tag="anything"), later),  # redelivery of a stored id
+            (_delivery("n1", tag="v2"), later),  # new
+            (_delivery("n1", tag="v2"), later),  # redelivery of n1, in the batch
+            (_delivery("n2"), later),  # same content as "old": duplicate of it
+            (_delivery("n3", tag="v2"), later),  # same content as n1: duplicate of n1
+            (_delivery("n1", endpoint="harbor", tag="v3"), later),  # same id, other endpoint
+            (_delivery("n1", tag="v2"), later),  # redelivery of n1 again
+        ]
+        with database.core_transaction(engine) as connection:
+            outcomes = events.record_deliveries(connection, batch, duplicate_window=window)
+        old, n1, n1_again, n2, n3, harbor, n1_third = outcomes
+        assert [o.status for o in outcomes] == [
+            "redelivery",
+            "pending",
+            "redelivery",
+            "duplicate",
+            "duplicate",
+            "pending",
+            "redelivery",
+        ]
+        assert old.id == stored.event.id and not old.created
+        assert n1_again.id == n1_third.id == n1.id and n1.created
+        assert (n2.duplicate_of, n3.duplicate_of) == (stored.event.id, n1.id)
+        assert harbor.id not in (n1.id, n2.id, n3.id)
+        with database.unit_of_work(engine, read_only=True) as session:
+            rows = {(e.endpoint, e.delivery_id): e for e in session.scalars(sa.select(Event)).all()}
+        assert sorted(rows) == [
+            ("harbor", "n1"),
+            ("registry", "n1"),
+            ("registry", "n2"),
+            ("registry", "n3"),
+            ("registry", "old"),
+        ]
+        assert rows[("registry", "old")].redeliveries == 1
+        assert rows[("registry", "n1")].redeliveries == 2
+        assert rows[("registry", "n3")].status == "duplicate"
+        assert rows[("registry", "n3")].outcome == {"duplicate_of": n1.id}
+        assert rows[("registry", "n1")].outcome is None
+        assert rows[("registry", "n1")].received_at == later
+
+    def test_a_failed_batch_stores_nothing(self, engine):
+        """The batch is one transaction: an error after some inserts leaves no row behind."""
+        with pytest.raises(RuntimeError), database.core_transaction(engine) as connection:
+            events.record_deliveries(
+                connection, [(_delivery("a"), NOW), (_delivery("b", tag="v2"), NOW)]
+            )
+            raise RuntimeError("the commit never happens")
+        with database.unit_of_work(engine, read_only=True) as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Event)) == 0
+
     def test_processing_records_the_outcome(self, engine):
         """Marking an event processed stores which triggers matched and why others did not."""
         outcome = {"matched": ["pre-release-cd"], "unmatched": {"prod": "tag does not match"}}
