@@ -8,12 +8,13 @@ closes it afterwards: no connection outlives its loop, none is leaked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from conveyor.config import models
 from conveyor.core.credentials import Credentials
 from conveyor.core.images import ImageRef, PinnedImage, Repository
-from conveyor.registry import copy
+from conveyor.registry import copy, inspection
 from conveyor.registry.client import DistributionRegistry
 from conveyor.registry.endpoints import RegistryEndpoint
 
@@ -45,6 +46,12 @@ class ConfiguredRegistry:
     async def list_tags(self, repository: Repository) -> Sequence[str]:
         async with DistributionRegistry(self.endpoint) as client:
             return await client.list_tags(repository)
+
+    async def created(
+        self, repository: Repository, tags: Sequence[str]
+    ) -> Mapping[str, datetime | None]:
+        async with DistributionRegistry(self.endpoint) as client:
+            return await inspection.created_times(client, repository, tags)
 
     async def copy(
         self, image: PinnedImage, *, to: Repository, tag: str | None = None
