@@ -432,6 +432,7 @@ POLICIES: list[versions.VersionPolicy] = [
     SemverPolicy(range=">1.2.x"),
     SemverPolicy(range="<=7 !=2.0.0"),
     SemverPolicy(range="1.2 - 3-rc.1"),
+    SemverPolicy(range=">=1.1, <3, !=1.2.3 || >3.0.0-0 <3.1 || 0.x"),
     AlphabeticalPolicy(),
     AlphabeticalPolicy(order=Order.DESC),
     NumericalPolicy(),

@@ -291,7 +291,16 @@ class Group:
                 return not (stable_only and v[6] == 0) and first(v, c1) and second(v, c2)
 
             return two
-        return self.admits
+
+        def every(v: VersionKey) -> bool:
+            if stable_only and v[6] == 0:
+                return False
+            for predicate, c in checks:
+                if not predicate(v, c):
+                    return False
+            return True
+
+        return every
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,7 +323,15 @@ class Range:
         """The same test as ``admits`` as one closure, for the 100,000-tag loop."""
         if len(self.groups) == 1:
             return self.groups[0].compile()
-        return self.admits
+        groups = tuple(group.compile() for group in self.groups)
+
+        def any_group(v: VersionKey) -> bool:
+            for admits in groups:
+                if admits(v):
+                    return True
+            return False
+
+        return any_group
 
     def interval(self) -> tuple[VersionKey, VersionKey, bool] | None:
         """``(low, high, stable_only)`` when the range is exactly ``>=low <high``, else None.
