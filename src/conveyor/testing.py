@@ -10,8 +10,9 @@ names, a manifest's ETag is its quoted digest; ``calls`` records what was asked.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from conveyor.core.errors import RegistryError
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
@@ -26,18 +27,25 @@ class ManifestUnknownError(RegistryError):
 
 @dataclass
 class InMemoryRegistry:
-    """A registry held in dictionaries: (repository name, tag) -> digest, plus known digests."""
+    """A registry held in dictionaries: (repository name, tag) -> digest, plus known digests
+    and the creation time of each image that has one."""
 
     host: str
     tags: dict[tuple[str, str], Digest] = field(default_factory=dict)
     manifests: dict[str, set[Digest]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    created_at: dict[Digest, datetime] = field(default_factory=dict)
+    config_reads: int = 0  # how many creation times were read, as a registry would count
 
-    def push(self, repository: str, tag: str, content: bytes) -> PinnedImage:
+    def push(
+        self, repository: str, tag: str, content: bytes, *, created: datetime | None = None
+    ) -> PinnedImage:
         """Store a manifest and point a tag at it (what a CI push does)."""
         digest = Digest.of(content)
         self.manifests.setdefault(repository, set()).add(digest)
         self.tags[(repository, tag)] = digest
+        if created is not None:
+            self.created_at[digest] = created
         return PinnedImage(repository=Repository(self.host, repository), digest=digest, tag=tag)
 
     async def resolve(self, ref: ImageRef) -> PinnedImage:
@@ -73,6 +81,18 @@ class InMemoryRegistry:
         now = f'"{current}"'
         self.calls.append("check_tag:304" if etag == now else "check_tag")
         return TagCheck(unchanged=current == digest, etag=now, digest=current)
+
+    async def created(
+        self, repository: Repository, tags: Sequence[str]
+    ) -> Mapping[str, datetime | None]:
+        found: dict[str, datetime | None] = {}
+        for tag in tags:
+            digest = self.tags.get((repository.name, tag))
+            if digest is None:
+                raise ManifestUnknownError(f"{repository}:{tag}: manifest unknown")
+            self.config_reads += 1
+            found[tag] = self.created_at.get(digest)
+        return found
 
     async def copy(
         self, image: PinnedImage, *, to: Repository, tag: str | None = None

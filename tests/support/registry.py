@@ -448,8 +448,12 @@ class ImageLayout:
         layers: list[dict[str, bytes]],
         architecture: str = "amd64",
         labels: dict[str, str] | None = None,
+        created: str | None = None,
     ) -> None:
-        """An image with one layer per dict (path -> content), for ``architecture``."""
+        """An image with one layer per dict (path -> content), for ``architecture``.
+
+        ``created`` (RFC 3339) sets the config's creation time; umoci's default is now.
+        """
         image = f"{self.path}:{tag}"
         run(self.umoci, "new", "--image", image)
         for i, files in enumerate(layers):
@@ -465,6 +469,8 @@ class ImageLayout:
         args += ["--architecture", architecture, "--os", "linux"]
         for key, value in (labels or {}).items():
             args += ["--config.label", f"{key}={value}"]
+        if created is not None:
+            args += ["--created", created]
         run(*args)
 
     def _index(self) -> dict[str, Any]:

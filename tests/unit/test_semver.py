@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conveyor.core import semver
 from conveyor.core.errors import InvalidVersionPolicy
@@ -286,3 +288,79 @@ class TestInterval:
             v = version(candidate)
             inline = (not stable_only or v[6] == 1) and low <= v < high
             assert inline is parsed.admits(v), candidate
+
+
+# Keys for the differential tests: valid versions, valid versions broken in one
+# small way (the corners a fast parser could get wrong), and arbitrary short text.
+NUMBERS = st.one_of(
+    st.integers(0, 9), st.integers(10, 99), st.just(10**19), st.integers(0, 10**25)
+).map(str)
+IDENTIFIERS = st.sampled_from(["rc", "rc.1", "0", "1", "alpha.beta-2", "x-", "0a", "11"])
+BUILDS = st.sampled_from(["b", "b.2", "001", "x-y", "20240101"])
+BREAKS = [
+    lambda text: "V" + text.lstrip("v"),
+    lambda text: "vv" + text.lstrip("v"),
+    lambda text: " " + text,
+    lambda text: text + " ",
+    lambda text: text + "\n",
+    lambda text: text + "\r",
+    lambda text: text + "x",
+    lambda text: text + ".4",
+    lambda text: text + "-",
+    lambda text: text + "+",
+    lambda text: text + "+a+b",
+    lambda text: text + "+é",
+    lambda text: text + "-01",
+    lambda text: text + "-a..b",
+    lambda text: text.replace(".", "..", 1),
+    lambda text: text.replace(".", "-", 1),
+    lambda text: text.rsplit(".", 1)[0],
+    lambda text: "0" + text.lstrip("v"),
+    lambda text: text.lstrip("v").replace(".", "9" * 20 + ".", 1),
+    lambda text: text.replace("1", "\u0661", 1),
+    lambda text: text.replace("2", "²", 1),
+]
+
+
+@st.composite
+def valid_version(draw: st.DrawFn) -> str:
+    """A full [v]X.Y.Z[-pre][+build] version (a number may run past the 20 digits allowed)."""
+    text = draw(st.sampled_from(["", "v"])) + ".".join(draw(NUMBERS) for _ in "xyz")
+    if draw(st.booleans()):
+        text += "-" + draw(IDENTIFIERS)
+    if draw(st.booleans()):
+        text += "+" + draw(BUILDS)
+    return text
+
+
+KEYS = st.lists(
+    st.one_of(
+        st.none(),
+        valid_version(),
+        st.tuples(valid_version(), st.sampled_from(BREAKS)).map(lambda pair: pair[1](pair[0])),
+        st.text(alphabet="v0123456789.-+a\n", max_size=9),
+    ),
+    max_size=25,
+)
+
+
+class TestParseManyAgreesWithParseOne:
+    """The one-pass fast path of parse_versions is the general parser, only faster."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(keys=KEYS)
+    def test_all_versions(self, keys: list[str | None]) -> None:
+        """Every key parses exactly as parse_version parses it on its own."""
+        assert semver.parse_versions(keys) == [
+            semver.parse_version(key) if key is not None else None for key in keys
+        ]
+
+    @settings(max_examples=400, deadline=None)
+    @given(keys=KEYS)
+    def test_stable_only(self, keys: list[str | None]) -> None:
+        """With stable_only, prereleases are None and every stable version is as parsed alone."""
+        expected = []
+        for key in keys:
+            version = semver.parse_version(key) if key is not None else None
+            expected.append(version if version is not None and version[6] == 1 else None)
+        assert semver.parse_versions(keys, stable_only=True) == expected

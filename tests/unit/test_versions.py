@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conveyor.core import versions
+from conveyor.core import _tagmatch, semver, versions
 from conveyor.core.errors import InvalidVersionPolicy, TagRefused
 from conveyor.core.images import Digest
 from conveyor.core.versions import (
@@ -19,6 +22,7 @@ from conveyor.core.versions import (
     TagFilter,
     TagInfo,
 )
+from tests.unit.test_semver import BREAKS, valid_version
 
 NO_FILTER = TagFilter()
 
@@ -403,3 +407,138 @@ class TestDefaults:
         assert fixed == tags[0]
         with pytest.raises(TagRefused):
             versions.resolve_default(tags, filter=flt, policy=policy, default="other")
+
+
+# --- the fast paths decide exactly what the general, tag-by-tag path decides ----------
+
+FILTERS = [
+    TagFilter(),
+    TagFilter(exclude_signatures=False),
+    TagFilter(glob="app-*", exclude=("*-debug",)),
+    TagFilter(pattern=r"^app-(?P<v>.+)$", extract="$v", exclude=("*-debug",)),
+    TagFilter(
+        pattern=r"^(?:my)?app-V?(.*)$", extract="$1", exclude=("*-debug", "x*", "*[0-9]-rc?")
+    ),
+    TagFilter(pattern=r"(\d+)\.(\d+)", extract="${1}.${2}.0"),
+    TagFilter(pattern=r"^v|^[0-9]", exclude_pattern=r"-rc\.?\d+$"),
+    TagFilter(pattern=r"^app-(\pN+\.\pN+\.\pN+)$", extract="$1"),  # RE2 only
+    TagFilter(pattern=r"^(?P<v>[^-]*)(-debug)?$", extract="$v", exclude_signatures=False),
+]
+POLICIES: list[versions.VersionPolicy] = [
+    SemverPolicy(),
+    SemverPolicy(range=">=1.0.0 <3.0.0"),
+    SemverPolicy(range=">=1.0.0-0 <3.0.0"),
+    SemverPolicy(range="^1 || ~2.3"),
+    SemverPolicy(range=">1.2.x"),
+    SemverPolicy(range="<=7 !=2.0.0"),
+    SemverPolicy(range="1.2 - 3-rc.1"),
+    SemverPolicy(range=">=1.1, <3, !=1.2.3 || >3.0.0-0 <3.1 || 0.x"),
+    AlphabeticalPolicy(),
+    AlphabeticalPolicy(order=Order.DESC),
+    NumericalPolicy(),
+    NumericalPolicy(order=Order.DESC),
+]
+# Small numbers, so that equal versions (ties), range bounds and prereleases inside
+# the ranges above are common; plus the broken-version corners from test_semver.
+SMALL_VERSIONS = st.tuples(
+    st.sampled_from(["", "", "v"]),
+    st.lists(st.integers(0, 3).map(str), min_size=3, max_size=3).map(".".join),
+    st.sampled_from(["", "", "-rc.1", "-0", "-alpha", "-1"]),
+    st.sampled_from(["", "", "+b", "+b.2"]),
+).map("".join)
+VERSIONS = st.one_of(
+    SMALL_VERSIONS,
+    SMALL_VERSIONS,
+    valid_version(),
+    st.tuples(valid_version(), st.sampled_from(BREAKS)).map(lambda pair: pair[1](pair[0])),
+)
+ONE_TAG = st.one_of(
+    st.tuples(
+        st.sampled_from(["", "app-", "myapp-V", "x", "app-V"]),
+        VERSIONS,
+        st.sampled_from(["", "", "", "-debug", ".sig", ".att", "-rc1"]),
+    ).map("".join),
+    st.sampled_from(["sha256-abc", "latest", "12", "010", "1.5", "-3", "main", "é1.0.0"]),
+    st.text(alphabet="apv0123456789.-+_", max_size=8),
+)
+# Several spellings of one version (equal keys or equal versions): ties.
+TIED_TAGS = st.tuples(
+    st.lists(st.integers(0, 2).map(str), min_size=3, max_size=3).map(".".join),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["", "v", "app-", "app-v", "myapp-V"]),
+            st.sampled_from(["", "+b", "+c.1", "-debug"]),
+        ),
+        min_size=2,
+        max_size=6,
+    ),
+).map(lambda pair: [prefix + pair[0] + suffix for prefix, suffix in pair[1]])
+TAGS = st.lists(st.one_of(ONE_TAG.map(lambda tag: [tag]), TIED_TAGS), max_size=12).map(
+    lambda groups: [tag for group in groups for tag in group]
+)
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def general_keys(tags: list[str], flt: TagFilter) -> list[str | None]:
+    """Keys tag by tag: the filter's own explanation, and RE2 for the pattern and extract."""
+    pattern = _tagmatch.compile_pattern(flt.pattern, field="t") if flt.pattern else None
+    keys: list[str | None] = []
+    for tag in tags:
+        if flt.explain(tag) is not None:
+            keys.append(None)
+        elif flt.extract is None or pattern is None:
+            keys.append(tag)
+        else:
+            match = pattern.re2_search(tag)
+            assert match is not None
+            keys.append(_tagmatch.expand(_tagmatch.compile_extract(flt.extract, pattern), match)[0])
+    return keys
+
+
+def general_values(keys: list[str | None], policy: versions.VersionPolicy) -> list[object]:
+    """Ordering values key by key: parse_version and Range.admits, or the number grammar."""
+    if isinstance(policy, SemverPolicy):
+        admits = semver.parse_range(policy.range).admits if policy.range else None
+        values: list[object] = []
+        for key in keys:
+            version = semver.parse_version(key) if key is not None else None
+            if version is not None and (admits(version) if admits else version[6] == 1):
+                values.append(version)
+            else:
+                values.append(None)
+        return values
+    if isinstance(policy, NumericalPolicy):
+        if any(key is not None and NUMBER.fullmatch(key) is None for key in keys):
+            return [None] * len(keys)  # the rule fails: nothing is ranked
+        return [None if key is None else int(key) if key.isdigit() else float(key) for key in keys]
+    return list(keys)
+
+
+class TestFastPathsAgreeWithTheGeneralPath:
+    @pytest.mark.parametrize("policy", [pytest.param(p, id=repr(p)) for p in POLICIES])
+    @settings(max_examples=150, deadline=None)
+    @given(tags=TAGS, flt=st.sampled_from(FILTERS))
+    def test_same_decision(
+        self, tags: list[str], flt: TagFilter, policy: versions.VersionPolicy
+    ) -> None:
+        """select() keeps, orders and picks exactly as the tag-by-tag general path does."""
+        selection = versions.select([TagInfo(t) for t in tags], filter=flt, policy=policy)
+        keys = general_keys(tags, flt)
+        values = general_values(keys, policy)
+        assert list(selection.keys) == keys
+        assert list(selection.values) == values
+        ranked = [
+            (value, tag) for value, tag in zip(values, tags, strict=True) if value is not None
+        ]
+        assert selection.candidates == len(ranked)
+        if not ranked:
+            assert selection.winner is None
+            return
+        highest = not isinstance(policy, AlphabeticalPolicy | NumericalPolicy) or (
+            policy.order is Order.ASC
+        )
+        best = max(value for value, _ in ranked) if highest else min(v for v, _ in ranked)
+        tied = [tag for value, tag in ranked if value == best]
+        assert selection.winner is not None
+        assert selection.winner.tag == max(tied)
+        assert (f"; {len(tied)} tags share its key" in selection.reason) is (len(tied) > 1)

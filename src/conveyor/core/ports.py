@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
 
 from conveyor.core.credentials import Secret
@@ -20,6 +21,16 @@ class Registry(Protocol):
 
     async def list_tags(self, repository: Repository) -> Sequence[str]:
         """Every tag of the repository, de-duplicated, in registry order."""
+        ...
+
+    async def created(
+        self, repository: Repository, tags: Sequence[str]
+    ) -> Mapping[str, datetime | None]:
+        """Per tag, the image config's ``created`` time (None when the image has none).
+
+        One config read per tag, so callers cap how many they ask for
+        (the ``newest`` policy's ``max_candidates``).
+        """
         ...
 
     async def copy(

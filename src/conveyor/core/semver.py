@@ -32,7 +32,7 @@ identifier is ``(0, number)`` or ``(1, text)`` (numbers sort before text).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from conveyor.core.errors import InvalidVersionPolicy
@@ -55,10 +55,10 @@ PrereleaseKey = tuple[tuple[int, int | str], ...]
 VersionKey = tuple[int, str, int, str, int, str, int, PrereleaseKey]
 # Masterminds parses each part as a uint64: at most 20 digits.
 MAX_DIGITS = 20
-# One line per key; a line that is not a version matches the empty alternative.
-VERSION_LINES_RE = re.compile(
+# The fast path: one line per key, a plain *stable* version (``[v]X.Y.Z[+build]``)
+# or the empty alternative. Prereleases and non-versions are left to VERSION_RE.
+STABLE_LINES_RE = re.compile(
     rf"(?m)^(?:v?({_NUM})\.({_NUM})\.({_NUM})"
-    rf"(?:-({_PRE_ID}(?:\.{_PRE_ID})*))?"
     rf"(?:\+(?:{_BUILD_ID}(?:\.{_BUILD_ID})*))?$|.*$)"
 )
 
@@ -93,21 +93,41 @@ def is_prerelease(key: VersionKey) -> bool:
     return key[6] == 0
 
 
-def parse_versions(keys: list[str | None]) -> list[VersionKey | None]:
-    """Parse many candidate versions at once (one regex pass); None where not a version."""
-    if any(key is not None and "\n" in key for key in keys):
-        return [parse_version(key) if key is not None else None for key in keys]
-    lines = VERSION_LINES_RE.findall("\n".join([key or "" for key in keys]))
+def parse_versions(
+    keys: Sequence[str | None], *, stable_only: bool = False
+) -> list[VersionKey | None]:
+    """Parse many candidate versions at once; None where not a version (or the key is None).
+
+    Cheap work first: one regex pass over all keys joined by newlines finds the
+    plain stable versions, which most tags are; only the keys it leaves
+    (prereleases, and keys that are not versions at all) go through
+    ``parse_version``, and not even those when ``stable_only`` says the caller
+    has no use for prereleases (they are None then, too).
+    tests/unit/test_semver.py checks this against ``parse_version`` on random keys.
+    """
+    if not keys:
+        return []
+    text = "\n".join([key or "" for key in keys])
+    if text.count("\n") != len(keys) - 1:  # a key holds a newline: lines would not line up
+        return [_parse_one(key, stable_only=stable_only) for key in keys]
+    lines = STABLE_LINES_RE.findall(text)
     if len(lines) != len(keys):  # pragma: no cover - guards the one-pass trick
-        return [parse_version(key) if key is not None else None for key in keys]
-    return [
-        None
-        if not a
-        else (len(a), a, len(b), b, len(c), c, 1, ())
-        if not pre
-        else (len(a), a, len(b), b, len(c), c, 0, prerelease_key(pre))
-        for a, b, c, pre in lines
+        return [_parse_one(key, stable_only=stable_only) for key in keys]
+    stable: list[VersionKey | None] = [
+        (len(major), major, len(minor), minor, len(patch), patch, 1, ()) if major else None
+        for major, minor, patch in lines
     ]
+    if stable_only:
+        return stable
+    return [
+        version if version is not None or key is None else parse_version(key)
+        for version, key in zip(stable, keys, strict=True)
+    ]
+
+
+def _parse_one(key: str | None, *, stable_only: bool) -> VersionKey | None:
+    version = parse_version(key) if key is not None else None
+    return None if version is None or (stable_only and version[6] == 0) else version
 
 
 # --- constraints --------------------------------------------------------------
@@ -271,7 +291,16 @@ class Group:
                 return not (stable_only and v[6] == 0) and first(v, c1) and second(v, c2)
 
             return two
-        return self.admits
+
+        def every(v: VersionKey) -> bool:
+            if stable_only and v[6] == 0:
+                return False
+            for predicate, c in checks:
+                if not predicate(v, c):
+                    return False
+            return True
+
+        return every
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,7 +323,15 @@ class Range:
         """The same test as ``admits`` as one closure, for the 100,000-tag loop."""
         if len(self.groups) == 1:
             return self.groups[0].compile()
-        return self.admits
+        groups = tuple(group.compile() for group in self.groups)
+
+        def any_group(v: VersionKey) -> bool:
+            for admits in groups:
+                if admits(v):
+                    return True
+            return False
+
+        return any_group
 
     def interval(self) -> tuple[VersionKey, VersionKey, bool] | None:
         """``(low, high, stable_only)`` when the range is exactly ``>=low <high``, else None.

@@ -23,7 +23,7 @@ only turned into rows when asked for (``Selection.rows()``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -136,57 +136,54 @@ class TagFilter:
         """Per tag, the key the policy orders by, or None when the filter drops the tag.
 
         This is the hot path (100,000 tags); ``explain`` says why a tag was dropped.
+        Exclusions come first, as documented, and are cheap string tests for the
+        usual ``*-suffix``/``prefix-*`` globs, so excluded tags never reach the pattern.
         """
-        text = "\n".join(tags)
-        plain = _tagmatch.is_plain(tags, text)
-        keys = self._included_keys(tags, plain=plain)
+        plain = _tagmatch.is_plain(tags, "\n".join(tags))
+        return self._included_keys(self._not_excluded(tags, plain=plain), plain=plain)
+
+    def _not_excluded(self, tags: Sequence[str], *, plain: bool) -> list[str | None]:
+        """The tags, with None in place of each one an exclusion removes."""
         suffixes, prefixes, other_globs = self._affixes
-        if plain:
-            hits: Iterable[int] = _tagmatch.lines_with_affixes(
-                tags, text, suffixes=suffixes, prefixes=prefixes
-            )
-        else:
-            ends, starts = tuple(suffixes), tuple(prefixes)
-            hits = [i for i, tag in enumerate(tags) if tag.endswith(ends) or tag.startswith(starts)]
-        for i in hits:
-            keys[i] = None
-        exclude = other_globs
+        ends, starts = tuple(suffixes), tuple(prefixes)
+        kept: list[str | None] = [
+            None if tag.endswith(ends) or tag.startswith(starts) else tag for tag in tags
+        ]
+        exclude = other_globs.fullmatch if other_globs is not None else None
         exclude_search = (
             self._exclude_pattern.searcher(plain=plain) if self._exclude_pattern else None
         )
-        if exclude is not None or exclude_search is not None:
-            for i, key in enumerate(keys):
-                if key is None:
-                    continue
-                if (exclude is not None and exclude.fullmatch(tags[i]) is not None) or (
-                    exclude_search is not None and exclude_search(tags[i]) is not None
-                ):
-                    keys[i] = None
-        return keys
+        if exclude is not None:
+            kept = [None if tag is None or exclude(tag) is not None else tag for tag in kept]
+        if exclude_search is not None:
+            kept = [None if tag is None or exclude_search(tag) is not None else tag for tag in kept]
+        return kept
 
-    def _included_keys(self, tags: Sequence[str], *, plain: bool) -> list[str | None]:
+    def _included_keys(self, tags: list[str | None], *, plain: bool) -> list[str | None]:
+        """The keys of the tags that glob or pattern keep (None stays None)."""
         if self._pattern is not None:
             search = self._pattern.searcher(plain=plain)
             extract = self._extract
             if extract is None:
-                return [
-                    tag if match is not None else None
-                    for tag, match in zip(tags, map(search, tags), strict=True)
-                ]
+                return [None if tag is None or search(tag) is None else tag for tag in tags]
             if len(extract) == 1 and isinstance(extract[0], int):
                 group = extract[0]
                 return [
-                    (match.group(group) or None) if match is not None else None
-                    for match in map(search, tags)
+                    None
+                    if tag is None or (match := search(tag)) is None
+                    else match.group(group) or None
+                    for tag in tags
                 ]
             return [
-                (_tagmatch.expand(extract, match)[0] or None) if match is not None else None
-                for match in map(search, tags)
+                None
+                if tag is None or (match := search(tag)) is None
+                else _tagmatch.expand(extract, match)[0] or None
+                for tag in tags
             ]
         if self._glob is not None:
             fullmatch = self._glob.fullmatch
-            return [tag if fullmatch(tag) is not None else None for tag in tags]
-        return list(tags)
+            return [None if tag is None or fullmatch(tag) is None else tag for tag in tags]
+        return tags
 
     def explain(self, tag: str) -> str | None:
         """Why this filter drops the tag (first reason in the documented order), or None."""
@@ -422,16 +419,13 @@ def _best(names: list[str], values: list[object], *, highest: bool) -> tuple[int
 
 
 def _by_semver(keys: list[str | None], policy: SemverPolicy) -> list[object]:
-    versions = semver.parse_versions(keys)
-    if policy._range is None:
-        return [v if v is not None and v[6] == 1 else None for v in versions]
+    if policy._range is None:  # any stable version
+        return list(semver.parse_versions(keys, stable_only=True))
+    stable_only = not policy._range.admits_prereleases
+    versions = semver.parse_versions(keys, stable_only=stable_only)
     interval = policy._range.interval()
     if interval is not None:  # the common '>=A <B': test inline, no call per tag
-        low, high, stable_only = interval
-        if stable_only:
-            return [
-                v if v is not None and v[6] == 1 and low <= v < high else None for v in versions
-            ]
+        low, high, _ = interval  # without prereleases in the range, versions has none
         return [v if v is not None and low <= v < high else None for v in versions]
     admits = policy._range.compile()
     return [v if v is not None and admits(v) else None for v in versions]

@@ -1,9 +1,13 @@
-"""What ``conveyor image inspect`` shows: media type, platforms, created, labels, size."""
+"""What ``conveyor image inspect`` shows: media type, platforms, created, labels, size.
+
+Also the creation times the ``newest`` selection policy orders by.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.registry import _tasks, manifests
@@ -103,3 +107,54 @@ async def inspect_image(registry: DistributionRegistry, ref: ImageRef) -> ImageI
         size=size,
         platforms=tuple(platforms),
     )
+
+
+def parse_created(text: object) -> datetime | None:
+    """An image config's ``created`` (RFC 3339, as Go writes it) as a datetime, or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+async def created_time(registry: DistributionRegistry, ref: ImageRef) -> datetime | None:
+    """The ``created`` time in the config of the image ``ref`` names, or None if it has none.
+
+    For an index, the config of its first image manifest (platforms are built
+    together), so every tag costs one config read.
+    """
+    manifest = await registry.fetch_manifest(ref.repository, ref.reference)
+    if manifest.is_index:
+        child = next(
+            (
+                c
+                for c in manifest.manifests
+                if c.media_type in manifests.IMAGE_TYPES
+                and (c.platform is None or c.platform.os != "unknown")
+            ),
+            None,
+        )
+        if child is None:
+            return None
+        manifest = await registry.fetch_manifest(ref.repository, child.digest)
+    if manifest.config is None or manifest.config.media_type == manifests.OCI_EMPTY:
+        return None
+    raw = await registry.fetch_blob(ref.repository, manifest.config.digest, limit=MAX_CONFIG_BYTES)
+    return parse_created(manifests.parse_config(raw).created)
+
+
+async def created_times(
+    registry: DistributionRegistry, repository: Repository, tags: Sequence[str]
+) -> dict[str, datetime | None]:
+    """``created_time`` of each tag, read concurrently (within the client's request limit)."""
+    found: dict[str, datetime | None] = {}
+
+    async def read(tag: str) -> None:
+        found[tag] = await created_time(registry, ImageRef(repository, tag=tag))
+
+    async with _tasks.task_group() as group:
+        for tag in dict.fromkeys(tags):
+            group.start_soon(read, tag)
+    return found

@@ -11,15 +11,16 @@ own and closes it afterwards: no connection outlives its loop, none leaks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from conveyor import aio
 from conveyor.config import models
 from conveyor.core.credentials import Credentials
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.core.polling import TagCheck, TagListing, Validators
-from conveyor.registry import copy
+from conveyor.registry import copy, inspection
 from conveyor.registry.client import DistributionRegistry, RetryPolicy
 from conveyor.registry.endpoints import RegistryEndpoint
 
@@ -74,6 +75,12 @@ class ConfiguredRegistry:
     async def check_tag(self, ref: ImageRef, *, digest: Digest, etag: str | None) -> TagCheck:
         async with DistributionRegistry(self.endpoint, retry=POLL_RETRY) as client:
             return await client.check_tag(ref, digest=digest, etag=etag)
+
+    async def created(
+        self, repository: Repository, tags: Sequence[str]
+    ) -> Mapping[str, datetime | None]:
+        async with self.client() as client:
+            return await inspection.created_times(client, repository, tags)
 
     async def copy(
         self, image: PinnedImage, *, to: Repository, tag: str | None = None

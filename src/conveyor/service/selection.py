@@ -9,6 +9,7 @@ registry's tags.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from conveyor.config import models
 from conveyor.core import versions
@@ -38,11 +39,20 @@ def rule_of(artifact: models.ArtifactSource) -> tuple[versions.TagFilter, versio
 async def select_tag(
     registries: Registries, artifact: models.ArtifactSource
 ) -> tuple[versions.Selection, list[str]]:
-    """The policy's choice among the registry's current tags, with its explanation."""
+    """The policy's choice among the registry's current tags, with its explanation.
+
+    For ``newest`` the registry is asked for the creation times of at most
+    ``max_candidates`` tags: those ``versions.newest_candidates`` names.
+    """
     client = registries.client(artifact.registry)
-    tags = list(await client.list_tags(repository_of(registries, artifact)))
+    repository = repository_of(registries, artifact)
+    tags = list(await client.list_tags(repository))
     tag_filter, policy = rule_of(artifact)
-    infos = [versions.TagInfo(tag) for tag in tags]
+    created: Mapping[str, datetime | None] = {}
+    if isinstance(policy, versions.NewestPolicy):
+        inspected = versions.newest_candidates(tags, filter=tag_filter, policy=policy)
+        created = await client.created(repository, inspected) if inspected else {}
+    infos = [versions.TagInfo(tag, created=created.get(tag)) for tag in tags]
     return versions.select(infos, filter=tag_filter, policy=policy), tags
 
 
