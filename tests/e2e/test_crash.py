@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import push_image
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -112,15 +113,6 @@ def _show(cli: Callable[..., subprocess.CompletedProcess[str]], run_id: int) -> 
     return json.loads(done.stdout)
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _start(cli: Callable[..., subprocess.CompletedProcess[str]], pipeline: str) -> int:
     done = cli("run", pipeline, "--json")
     assert done.returncode == 0, done.stderr
@@ -131,14 +123,14 @@ def test_killed_during_a_command_step_fails_it_as_interrupted(cli) -> None:  # t
     """A non-idempotent step running when its worker is killed fails with reason 'interrupted'."""
     run_id = _start(cli, "slow-command")
     cli("worker", "--poll", "0.2", background=True)
-    _wait_for(lambda: _show(cli, run_id)["steps"][0]["status"] == "running", "the step to run")
+    wait_until(lambda: _show(cli, run_id)["steps"][0]["status"] == "running", "the step to run")
     first = cli.workers[0]  # type: ignore[attr-defined]
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert _show(cli, run_id)["status"] == "running"
 
     cli("worker", "--poll", "0.2", background=True)
-    _wait_for(lambda: _show(cli, run_id)["status"] == "failed", "the run to fail")
+    wait_until(lambda: _show(cli, run_id)["status"] == "failed", "the run to fail")
     view = _show(cli, run_id)
     assert view["steps"][0]["status"] == "failed"
     assert view["steps"][0]["reason"].startswith("interrupted")
@@ -149,7 +141,7 @@ def test_killed_while_a_gate_waits_keeps_waiting(cli) -> None:  # type: ignore[n
     """A gate waiting when its worker is killed keeps waiting, and a new worker finishes the run."""
     run_id = _start(cli, "gated")
     cli("worker", "--poll", "0.2", background=True)
-    _wait_for(lambda: _show(cli, run_id)["status"] == "waiting", "the gate to wait")
+    wait_until(lambda: _show(cli, run_id)["status"] == "waiting", "the gate to wait")
     first = cli.workers[0]  # type: ignore[attr-defined]
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
@@ -159,7 +151,7 @@ def test_killed_while_a_gate_waits_keeps_waiting(cli) -> None:  # type: ignore[n
     assert _show(cli, run_id)["status"] == "waiting"
     approved = cli("approve", str(run_id), "--comment", "verification passed")
     assert approved.returncode == 0, approved.stderr
-    _wait_for(lambda: _show(cli, run_id)["status"] == "succeeded", "the run to succeed")
+    wait_until(lambda: _show(cli, run_id)["status"] == "succeeded", "the run to succeed")
     view = _show(cli, run_id)
     assert [s["status"] for s in view["steps"]] == ["succeeded", "succeeded"]
     assert view["approvals"][0]["user"] == "ann"
@@ -173,13 +165,13 @@ def test_killed_during_a_deploy_step_reruns_it(cli, registry: str, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     run_id = int(json.loads(done.stdout)["id"])
     cli("worker", "--poll", "0.2", background=True)
-    _wait_for(lambda: (tmp_path / "marker").exists(), "the deploy to start")
+    wait_until(lambda: (tmp_path / "marker").exists(), "the deploy to start")
     first = cli.workers[0]  # type: ignore[attr-defined]
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
 
     cli("worker", "--poll", "0.2", background=True)
-    _wait_for(lambda: _show(cli, run_id)["status"] == "succeeded", "the run to succeed")
+    wait_until(lambda: _show(cli, run_id)["status"] == "succeeded", "the run to succeed")
     view = _show(cli, run_id)
     assert view["steps"][0]["attempt"] == 2
     lines = (tmp_path / "deploys.log").read_text().splitlines()

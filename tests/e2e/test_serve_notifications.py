@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import _free_port, _require, push_image
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 SECRET = "e2e-webhook-secret-value"
@@ -113,7 +113,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         return json.loads(done.stdout) if "--json" in args else done.stdout
 
     try:
-        _wait(lambda: _listening(port) and _listening(int(registry.split(":")[1])), "servers")
+        wait_until(lambda: _listening(port) and _listening(int(registry.split(":")[1])), "servers")
         yield {"registry": registry, "cli": cli, "workdir": tmp_path, "server": server}
     finally:
         registry_process.terminate()
@@ -130,20 +130,11 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_registry_push_triggers_prerelease_only_for_matching_tags(stack: dict[str, Any]) -> None:
     """Pushing myapp-V1.2.0 starts the pre-release pipeline; other-1.0, blobs and pulls do not."""
     cli: Callable[..., Any] = stack["cli"]
     digest = push_image(stack["registry"], "team/myapp:myapp-V1.2.0", "1.2.0", stack["workdir"])
-    _wait(
+    wait_until(
         lambda: any(r["status"] == "succeeded" for r in cli("runs", "list", "--json")),
         "the triggered run to succeed",
     )
@@ -152,7 +143,7 @@ def test_registry_push_triggers_prerelease_only_for_matching_tags(stack: dict[st
     assert run["trigger"] == "registry_event"
 
     push_image(stack["registry"], "team/myapp:other-1.0", "other", stack["workdir"])
-    _wait(
+    wait_until(
         lambda: any(
             e["tag"] == "other-1.0" and e["status"] == "processed"
             for e in cli("events", "list", "--json")
@@ -197,7 +188,7 @@ def test_serve_stops_in_order_on_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait(lambda: _listening(port), "serve to listen")
+    wait_until(lambda: _listening(port), "serve to listen")
     server.terminate()
     _, stderr = server.communicate(timeout=30)
     assert server.returncode == 0

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,25 +15,10 @@ import pytest
 
 from tests.e2e.conftest import _free_port, push_image
 from tests.e2e.test_two_servers import _event
+from tests.support.waiting import serving, wait_until
 
 pytestmark = pytest.mark.slow
 SECRET = "wakeup-secret"
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz").is_success
-    except httpx.HTTPError:
-        return False
 
 
 def _succeeded(database: Path) -> list[str]:
@@ -83,7 +67,7 @@ def test_an_event_wakes_a_server_that_polls_hourly(registry: str, tmp_path: Path
             stderr=log,
         )
         try:
-            _wait(lambda: _healthy(port), "serve to answer")
+            wait_until(lambda: serving(port), "serve to answer")
             headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
             for count, tag in enumerate(tags, start=1):
                 body = _event(registry, tag, digests[tag], f"delivery-{tag}")
@@ -93,7 +77,7 @@ def test_an_event_wakes_a_server_that_polls_hourly(registry: str, tmp_path: Path
                 assert response.status_code == 202, response.text
                 # The first event may meet the worker's first look; the second comes after
                 # the worker went idle, when only the wake-up can start it within the hour.
-                _wait(lambda count=count: len(_succeeded(database)) == count, f"run {count}")
+                wait_until(lambda count=count: len(_succeeded(database)) == count, f"run {count}")
                 time.sleep(0.5)
             assert _succeeded(database) == tags
         finally:

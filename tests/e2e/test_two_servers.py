@@ -8,13 +8,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import _free_port, push_image
+from tests.support.waiting import serving, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 SECRET = "two-servers-secret"
@@ -49,22 +49,6 @@ def _event(registry: str, tag: str, digest: str, delivery: str) -> bytes:
             ]
         }
     ).encode()
-
-
-def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz").is_success
-    except httpx.HTTPError:
-        return False
 
 
 def test_each_event_starts_one_run_and_one_poller_runs(
@@ -134,7 +118,7 @@ def test_each_event_starts_one_run_and_one_poller_runs(
 
     try:
         for port in ports:
-            _wait(lambda port=port: _healthy(port), "serve to answer")
+            wait_until(lambda port=port: serving(port), "serve to answer")
         headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
         for index, tag in enumerate(tags):
             body = _event(registry, tag, digests[tag], f"delivery-{index}")
@@ -144,7 +128,7 @@ def test_each_event_starts_one_run_and_one_poller_runs(
                     f"http://127.0.0.1:{port}/hooks/registry", content=body, headers=headers
                 )
                 assert response.status_code == 202, response.text
-        _wait(
+        wait_until(
             lambda: (
                 len(
                     [
@@ -157,7 +141,9 @@ def test_each_event_starts_one_run_and_one_poller_runs(
             ),
             "one run per event",
         )
-        _wait(lambda: len(cli("runs", "list", "--pipeline", "polled", "--json")) >= 1, "the poller")
+        wait_until(
+            lambda: len(cli("runs", "list", "--pipeline", "polled", "--json")) >= 1, "the poller"
+        )
         time.sleep(2)  # let both servers look again: nothing more may start
         pushed = cli("runs", "list", "--pipeline", "on-push", "--json", "--limit", "50")
         assert sorted(str(r["tag"]) for r in pushed) == sorted(tags)

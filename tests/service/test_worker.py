@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,6 +17,7 @@ from conveyor.store import claims
 from conveyor.store.database import unit_of_work
 from conveyor.testing import InMemoryRegistry
 from tests.service.conftest import STORY
+from tests.support.waiting import wait_until
 
 COMMANDS = (
     STORY
@@ -30,15 +30,6 @@ COMMANDS = (
 )
 
 
-def _wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_cancel_stops_a_running_step(make_services: Callable[[str], Services]) -> None:
     """Cancelling a run stops its running command; the run and step end cancelled."""
     services = make_services(COMMANDS)
@@ -48,7 +39,7 @@ def test_cancel_stops_a_running_step(make_services: Callable[[str], Services]) -
     )
     thread = threading.Thread(target=lambda: asyncio.run(worker.run_until_idle()))
     thread.start()
-    _wait_for(lambda: bool(queries.read_logs(services, run_id, after=0)[0]), "output")
+    wait_until(lambda: bool(queries.read_logs(services, run_id, after=0)[0]), "output")
     lines, _ = queries.read_logs(services, run_id, after=0)
     assert [(line["stream"], line["line"]) for line in lines][:1] == [("stdout", "hello world")]
     runs.cancel(services, run_id, user="ann")

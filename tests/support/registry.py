@@ -37,6 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from tests.support.waiting import wait_until
+
 TOKEN_SERVICE = "conveyor-registry"
 TOKEN_ISSUER = "conveyor-test-issuer"
 READY_TIMEOUT = 20.0
@@ -58,16 +60,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 # -- certificates ---------------------------------------------------------------
