@@ -90,15 +90,6 @@ def test_plain(tags: list[str], plain: bool) -> None:
     assert _tagmatch.is_plain(tags, "\n".join(tags)) is plain
 
 
-def test_signature_lines() -> None:
-    """Signature tags are found by scanning the joined text, at the right indexes."""
-    tags = ["v1", "v1.sig", "sha256-abc", "x.sbom", "v2", "v2.att", "a.sigx", "xsha256-1"]
-    found = _tagmatch.lines_with_affixes(
-        tags, "\n".join(tags), suffixes=(".sig", ".att", ".sbom"), prefixes=("sha256-", "v2")
-    )
-    assert found == {1, 2, 3, 4, 5}
-
-
 @pytest.mark.parametrize(
     ("globs", "expected"),
     [

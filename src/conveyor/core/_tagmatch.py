@@ -15,10 +15,7 @@ RE2 itself. tests/unit/test_tagmatch.py cross-checks both engines.
 
 from __future__ import annotations
 
-import bisect
 import importlib
-import itertools
-import operator
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -73,35 +70,6 @@ def is_plain(tags: Sequence[str], text: str) -> bool:
         return False
     # Deleting every printable byte (and the separators) must leave nothing: C-speed.
     return not text.encode("ascii").translate(None, _PLAIN_BYTES)
-
-
-def lines_with_affixes(
-    tags: Sequence[str], text: str, *, suffixes: Sequence[str], prefixes: Sequence[str]
-) -> set[int]:
-    """Indexes of the tags that end with one of the suffixes or start with one of the prefixes.
-
-    ``text`` is the tags joined by newlines (and no tag holds a newline); a few
-    C-speed ``str.find`` scans replace a Python loop over every tag.
-    """
-    padded = "\n" + text + "\n"
-    ends: list[int] = []
-    for needle in [f"{suffix}\n" for suffix in suffixes]:
-        position = padded.find(needle)
-        while position >= 0:
-            ends.append(position + len(needle) - 1)
-            position = padded.find(needle, position + 1)
-    for needle in [f"\n{prefix}" for prefix in prefixes]:
-        position = padded.find(needle)
-        while position >= 0:
-            ends.append(padded.find("\n", position + 1))
-            position = padded.find(needle, position + 1)
-    if not ends:
-        return set()
-    # newline_after[i] is the offset in padded of the newline that ends tag i.
-    newline_after = list(
-        itertools.accumulate(map(operator.add, map(len, tags), itertools.repeat(1)))
-    )
-    return {bisect.bisect_left(newline_after, end) for end in ends}
 
 
 def simple_affixes(globs: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
