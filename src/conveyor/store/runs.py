@@ -5,16 +5,23 @@ Claiming a run for a worker lives in claims.py; step logs in logs.py.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from conveyor.core.errors import NotFound
+from conveyor.store import database
 from conveyor.store.tables import Run, Step
+
+_runs = cast(sa.Table, Run.__table__)
+_steps = cast(sa.Table, Step.__table__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +88,74 @@ def create_run(
         )
     session.flush()
     return run
+
+
+@functools.cache
+def _insert_statements(postgresql: bool) -> tuple[sa.Insert, sa.Insert]:
+    """Insert a run unless its (event, pipeline) already has one; insert steps. Built once."""
+    insert = postgresql_insert(_runs) if postgresql else sqlite_insert(_runs)
+    run = insert.on_conflict_do_nothing(index_elements=["event_id", "pipeline"]).returning(
+        _runs.c.id
+    )
+    return run, sa.insert(_steps)
+
+
+def insert_run(
+    session: Session,
+    new: NewRun,
+    *,
+    steps: Sequence[NewStep] = (),
+    now: datetime,
+    wake_at: datetime | None = None,
+) -> int | None:
+    """Insert a queued run with its steps (pending, numbered from 0); returns its id.
+
+    None, and nothing written, when ``new.event_id`` already started a run of
+    this pipeline (``INSERT ... ON CONFLICT DO NOTHING``: no exception, so the
+    caller's transaction stays usable). Core statements, no ORM objects: this
+    is on the path from a registry event to its run's first step.
+    """
+    insert_one, insert_steps = _insert_statements(database.is_postgresql(session))
+    run_id = session.execute(
+        insert_one,
+        {
+            "pipeline": new.pipeline,
+            "pipeline_version": new.pipeline_version,
+            "environment": new.environment,
+            "status": "queued",
+            "image_registry": new.image_registry,
+            "image_repository": new.image_repository,
+            "image_digest": new.image_digest,
+            "image_tag": new.image_tag,
+            "source_kind": new.source_kind,
+            "upstream_run_id": new.upstream_run_id,
+            "event_id": new.event_id,
+            "parameters": dict(new.parameters),
+            "triggered_by": new.triggered_by,
+            "trigger_kind": new.trigger_kind,
+            "created_at": now,
+            "wake_at": wake_at,
+        },
+    ).scalar()
+    if run_id is None:
+        return None
+    if steps:
+        session.execute(
+            insert_steps,
+            [
+                {
+                    "run_id": run_id,
+                    "index": index,
+                    "name": step.name,
+                    "kind": step.kind,
+                    "status": "pending",
+                    "attempt": 0,
+                    "output": {},
+                }
+                for index, step in enumerate(steps)
+            ],
+        )
+    return int(run_id)
 
 
 def fetch_run(session: Session, run_id: int) -> Run:
