@@ -229,3 +229,98 @@ def update_step(session: Session, step_id: int, **values: Any) -> Step:  # noqa:
         setattr(step, name, value)
     session.flush()
     return step
+
+
+# --- the worker's transitions: Core reads and writes, no ORM objects ---------------------------
+#
+# Claiming a run, beginning its next step, and committing the step's outcome together with the
+# next step's start are the worker's hot path (every run takes them at least twice). These read
+# plain snapshots and write explicit UPDATEs with statements built once, instead of loading ORM
+# objects and flushing them: same rows, same transactions, a fraction of the CPU.
+
+
+@dataclass(slots=True, kw_only=True)
+class RunRow:
+    """A run as read in the current transaction; writes go through ``set_run``."""
+
+    id: int
+    pipeline: str
+    environment: str | None
+    status: str
+    claimed_by: str | None
+    cancel_requested_at: datetime | None
+    image_registry: str | None
+    image_repository: str | None
+    image_digest: str | None
+    image_tag: str | None
+    parameters: dict[str, Any]
+    triggered_by: str
+    trigger_kind: str
+
+
+@dataclass(slots=True, kw_only=True)
+class StepRow:
+    """A step as read in the current transaction; writes go through ``set_step``."""
+
+    id: int
+    index: int
+    name: str
+    kind: str
+    status: str
+    attempt: int
+    started_at: datetime | None
+
+
+_RUN_ROW = sa.select(*(_runs.c[name] for name in RunRow.__dataclass_fields__)).where(
+    _runs.c.id == sa.bindparam("run_id")
+)
+_STEP_ROWS = (
+    sa.select(*(_steps.c[name] for name in StepRow.__dataclass_fields__))
+    .where(_steps.c.run_id == sa.bindparam("run_id"))
+    .order_by(_steps.c.index)
+)
+# The SET clause is the columns named in each call's parameters (compiled once per set).
+_SET_RUN = sa.update(_runs).where(_runs.c.id == sa.bindparam("_row_id"))
+_SET_STEP = sa.update(_steps).where(_steps.c.id == sa.bindparam("_row_id"))
+_UNFINISHED_STEPS = ("pending", "running", "waiting")
+_CLOSE_STEPS = (
+    sa.update(_steps)
+    .where(
+        _steps.c.run_id == sa.bindparam("_run_id"),
+        _steps.c.status.in_(_UNFINISHED_STEPS),
+    )
+    .values(
+        status=sa.bindparam("_status"),
+        finished_at=sa.bindparam("_now", type_=_steps.c.finished_at.type),
+    )
+)
+
+
+def read_run(session: Session, run_id: int) -> RunRow:
+    """The run's row; raises NotFound."""
+    row = session.execute(_RUN_ROW, {"run_id": run_id}).first()
+    if row is None:
+        raise NotFound("run", str(run_id), hint="see `conveyor runs list`")
+    return RunRow(**row._asdict())
+
+
+def read_steps(session: Session, run_id: int) -> list[StepRow]:
+    """The run's steps in order."""
+    return [StepRow(**row._asdict()) for row in session.execute(_STEP_ROWS, {"run_id": run_id})]
+
+
+def set_run(session: Session, run_id: int, **values: Any) -> None:  # noqa: ANN401
+    """UPDATE the named columns of one run."""
+    if values:
+        session.execute(_SET_RUN, {"_row_id": run_id, **values})
+
+
+def set_step(session: Session, step_id: int, **values: Any) -> None:  # noqa: ANN401
+    """UPDATE the named columns of one step."""
+    if values:
+        session.execute(_SET_STEP, {"_row_id": step_id, **values})
+
+
+def close_steps(session: Session, run_id: int, *, status: str, now: datetime) -> None:
+    """Give every unfinished step of a run ``status`` (skipped, cancelled), finished now."""
+    session.execute(_CLOSE_STEPS, {"_run_id": run_id, "_status": status, "_now": now})
