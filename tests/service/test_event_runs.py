@@ -211,3 +211,31 @@ def test_an_event_that_already_started_its_run_starts_no_second_one(
     assert trigger["run"] is None and "already exists" in trigger["note"]
     with unit_of_work(services.engine, read_only=True) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(tables.Run)) == 1
+
+
+def test_a_pipeline_of_another_repository_resolves_the_tag_in_its_own(
+    make_services: Callable[[str], Services], registry: InMemoryRegistry
+) -> None:
+    """The event's digest belongs to the event's repository: a pipeline taking its image
+    from another source (triggered by this one's pushes) looks the tag up there."""
+    config = CONFIG.replace(
+        '    filter: {glob: "myapp-V*"}\n',
+        '    filter: {glob: "myapp-V*"}\n  mirror: {registry: main, repository: team/mirror}\n',
+    ).replace("source: {artifact: myapp}", "source: {artifact: mirror}")
+    assert "team/mirror" in config and "{artifact: mirror}" in config
+    services = dataclasses.replace(make_services(config), environ={"HOOK_SECRET": SECRET})
+    pushed = registry.push("team/myapp", "myapp-V1.0.0", b"app")
+    mirrored = registry.push("team/mirror", "myapp-V1.0.0", b"mirror")
+    event_id = _deliver(
+        services, "registry", _push("d1", "myapp-V1.0.0", pushed.digest), DISTRIBUTION
+    )
+
+    events.process_pending(services, owner="test")
+
+    (trigger,) = events.show_event(services, event_id)["outcome"]["triggers"]
+    run = _run(services, trigger["run"])
+    assert (run.image_repository, run.image_digest) == (
+        f"{HOST}/team/mirror",
+        str(mirrored.digest),
+    )
+    assert trigger["digest_from"] == "registry"
