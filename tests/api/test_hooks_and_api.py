@@ -18,8 +18,9 @@ from starlette.testclient import TestClient
 from conveyor import wiring
 from conveyor.api.app import build_app
 from conveyor.config import loader
+from conveyor.core.images import Digest
 from conveyor.engine.worker import Worker
-from conveyor.service import events, tokens
+from conveyor.service import environments, events, tokens
 from conveyor.service.context import Services
 from conveyor.store import tables
 from conveyor.store.database import unit_of_work
@@ -115,7 +116,10 @@ class TestWebhooks:
         self, client: TestClient, services: Services, registry: InMemoryRegistry
     ) -> None:
         """A verified push of myapp-V* is stored, then starts the pre-release pipeline."""
-        pushed = registry.push("myteam/myapp", "myapp-V1.4.2", b"manifest")
+        registry.push("myteam/myapp", "myapp-V1.4.2", b"manifest")
+        # The run deploys the digest the event reports (the fixture's), not the tag's now.
+        pushed_digest = Digest.parse(json.loads(_payload())["events"][0]["target"]["digest"])
+        registry.manifests["myteam/myapp"].add(pushed_digest)
         response = _post(client, _payload())
         assert response.status_code == 202
         assert response.json()["accepted"] == 1
@@ -128,7 +132,7 @@ class TestWebhooks:
         import asyncio
 
         asyncio.run(Worker(services=services, name="w").run_until_idle())
-        assert registry.tags[("myteam/myapp", "pre-release")] == pushed.digest
+        assert registry.tags[("myteam/myapp", "pre-release")] == pushed_digest
 
     def test_same_delivery_five_times_starts_one_run(
         self, client: TestClient, services: Services, registry: InMemoryRegistry
@@ -451,14 +455,17 @@ def test_missing_digest_is_resolved_from_the_registry(tmp_path: Path) -> None:
 def test_replay_starts_what_matches_now_and_is_audited(
     client: TestClient, services: Services, registry: InMemoryRegistry
 ) -> None:
-    """An event that found no image can be replayed once it exists; the replay is audited."""
+    """An event refused at first (its digest marked bad) starts its run when replayed later.
+
+    The replay is audited.
+    """
+    digest = json.loads(_payload())["events"][0]["target"]["digest"]
+    environments.mark_bad(services, digest, reason="leaked key", user="sec")
     assert _post(client, _payload()).status_code == 202
     events.process_pending(services, owner="t")
     [event] = events.list_events(services, limit=1)
-    assert "refused" in event["outcome"]["triggers"][0] or not event["outcome"]["triggers"][0].get(
-        "run"
-    )
-    registry.push("myteam/myapp", "myapp-V1.4.2", b"manifest")
+    assert "leaked key" in event["outcome"]["triggers"][0]["refused"]
+    environments.clear_bad(services, digest, user="sec")
     operator = {
         "Authorization": "Bearer "
         + tokens.create(services, name="op", role="operator", created_by="admin")

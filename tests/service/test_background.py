@@ -104,12 +104,14 @@ def _config(url: str) -> str:
           myapp: {{registry: local, repository: team/myapp, filter: {{glob: "myapp-V*"}}}}
         webhooks:
           registry: {{format: distribution, registry: local, secret_env: HOOK_SECRET}}
+          hub: {{format: dockerhub, registry: local, secret_env: HOOK_SECRET}}
         pipelines:
           prerelease-cd:
             environment: pre-release
             source: {{artifact: myapp}}
             triggers:
               - registry_event: {{source: myapp, webhook: registry, events: [push], tag: "^myapp-V"}}
+              - registry_event: {{source: myapp, webhook: hub, events: [push], tag: "^myapp-V"}}
             steps:
               - {{name: cheap, type: command, run: "true"}}
         """
@@ -157,6 +159,13 @@ def _body(n: int) -> bytes:
         "source": {"addr": "x", "instanceID": "y"},
     }
     return json.dumps({"events": [event]}).encode()
+
+
+def _hub_body(n: int) -> bytes:
+    """A Docker Hub push: a tag and no digest, so the worker resolves it in the registry."""
+    push = {"pushed_at": 1764410400 + n, "pusher": "ci", "tag": f"myapp-V1.{n}.0"}
+    repository = {"repo_name": "team/myapp", "namespace": "team", "name": "myapp"}
+    return json.dumps({"push_data": push, "repository": repository}).encode()
 
 
 HEADERS = {
@@ -251,15 +260,17 @@ def test_the_worker_keeps_one_registry_connection_across_events(
     services: Services,
     fake_registry: tuple[FakeRegistry, str],
 ) -> None:
-    """Every run resolves its tag in the registry, all over one kept-alive connection."""
+    """Every event without a digest is resolved in the registry, over one kept-alive connection."""
     client, wakeup = serving
     registry, _ = fake_registry
+    hub_headers = {**HEADERS, "Content-Type": "application/json"}
     for n in range(1, 4):
         assert wakeup.sleeping.wait(timeout=30), "the worker never went idle"
-        response = client.post("/hooks/registry", content=_body(n), headers=HEADERS)
+        response = client.post("/hooks/hub", content=_hub_body(n), headers=hub_headers)
         assert response.status_code == 202
         _until(lambda n=n: _succeeded(services) == n, f"run {n} to succeed")
-    assert registry.manifest_requests == 3  # each run resolved its tag, one after the other
+    # Each event's tag resolved once (its run takes that digest), one after the other.
+    assert registry.manifest_requests == 3
     assert registry.connections == 1
 
 

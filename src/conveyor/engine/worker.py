@@ -15,12 +15,11 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conveyor.config import models
@@ -28,13 +27,15 @@ from conveyor.config import steps as step_configs
 from conveyor.core import gates
 from conveyor.core.credentials import Secret
 from conveyor.core.errors import ConveyorError, StepFailed
-from conveyor.core.images import PinnedImage
+from conveyor.core.images import Digest, PinnedImage, Repository
 from conveyor.core.runs import RunStatus, StepStatus, Succeeded, Waiting, recover_step
 from conveyor.engine.context import GateFacts, StepContext
 from conveyor.engine.steps.table import RUNNERS, StepRunner
 from conveyor.service import environments, runs, triggers
 from conveyor.service.context import Services
 from conveyor.store import approvals, claims, logs, tables
+from conveyor.store import environments as store_environments
+from conveyor.store import runs as store_runs
 from conveyor.store.database import unit_of_work
 
 # How long a claim lasts without renewal; renewed every third of it while a step runs.
@@ -159,84 +160,98 @@ class Worker:
             claim = claims.claim_next_run(session, worker=self.name, lease=self.lease, now=now)
             if claim is None:
                 return None
-            run = runs.load_run(session, claim.run_id)
+            run = store_runs.read_run(session, claim.run_id)
             return claim.run_id, self._begin(session, run, now=now)
 
     def _begin_next_step(self, run_id: int) -> _Begun | None:
         """Commit the next step as running (or finish the run); None when there is nothing to do."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
-            return self._begin(session, runs.load_run(session, run_id), now=now)
+            return self._begin(session, store_runs.read_run(session, run_id), now=now)
 
     def _begin(
         self,
         session: Session,
-        run: tables.Run,
+        run: store_runs.RunRow,
         *,
         now: datetime,
-        steps: Sequence[tables.Step] | None = None,
+        steps: list[store_runs.StepRow] | None = None,
     ) -> _Begun | None:
         """In the caller's transaction: mark the next step running, or end the run.
 
         The step's status is committed with the caller's transaction, before
         its effects start (the caller runs it only after the commit).
-        ``steps``: the run's steps, when the caller has loaded them in this session.
+        ``steps``: the run's steps, when the caller has read them in this transaction.
+        Reads and writes are Core statements (store.runs): this is the worker's hot path.
         """
         if run.claimed_by != self.name:
             return None
-        ordered = runs.run_steps(session, run.id) if steps is None else steps
+        ordered = store_runs.read_steps(session, run.id) if steps is None else steps
         if run.cancel_requested_at is not None:
-            runs.finish(
-                session, run, RunStatus.CANCELLED, now=now, error="cancelled", steps=ordered
-            )
+            self._finish(session, run, RunStatus.CANCELLED, now=now, error="cancelled")
             return None
+        started: dict[str, object] = {}
         if run.status == RunStatus.QUEUED:
-            run.status = RunStatus.RUNNING
-            run.started_at = now
+            started = {"status": RunStatus.RUNNING, "started_at": now}
         for interrupted in ordered:
             if interrupted.status == StepStatus.RUNNING:
-                self._recover(session, run, interrupted, now=now, steps=ordered)
+                self._recover(session, run, interrupted, now=now, started=started)
                 if interrupted.status == StepStatus.FAILED:
                     return None
         step = next((s for s in ordered if not StepStatus(s.status).is_terminal), None)
         if step is None:
-            self._succeed(session, run, now=now, steps=ordered)
+            self._succeed(session, run, now=now, steps=ordered, started=started)
             return None
-        run.status = RunStatus.RUNNING
         if step.status == StepStatus.PENDING:
             step.status = StepStatus.RUNNING
             step.started_at = now
             step.attempt += 1
-        run.lease_expires_at = now + self.lease
+            store_runs.set_step(
+                session, step.id, status=step.status, started_at=now, attempt=step.attempt
+            )
+        run.status = RunStatus.RUNNING
+        store_runs.set_run(
+            session, run.id, **started, status=run.status, lease_expires_at=now + self.lease
+        )
         return self._facts(session, run, step)
 
     def _recover(
         self,
         session: Session,
-        run: tables.Run,
-        step: tables.Step,
+        run: store_runs.RunRow,
+        step: store_runs.StepRow,
         *,
         now: datetime,
-        steps: Sequence[tables.Step],
+        started: dict[str, object],
     ) -> None:
-        outcome = recover_step(step.kind)
-        step.status = outcome
-        if outcome == StepStatus.FAILED:
-            step.reason = (
-                "interrupted: the worker running it stopped (this step kind is not re-run)"
-            )
-            step.finished_at = now
-            runs.finish(
-                session,
-                run,
-                RunStatus.FAILED,
-                now=now,
-                error=f"step '{step.name}' interrupted",
-                steps=steps,
-            )
+        step.status = recover_step(step.kind)
+        if step.status != StepStatus.FAILED:
+            store_runs.set_step(session, step.id, status=step.status)
+            return
+        store_runs.set_step(
+            session,
+            step.id,
+            status=step.status,
+            reason="interrupted: the worker running it stopped (this step kind is not re-run)",
+            finished_at=now,
+        )
+        self._finish(
+            session,
+            run,
+            RunStatus.FAILED,
+            now=now,
+            error=f"step '{step.name}' interrupted",
+            started=started,
+        )
 
     def _succeed(
-        self, session: Session, run: tables.Run, *, now: datetime, steps: Sequence[tables.Step]
+        self,
+        session: Session,
+        run: store_runs.RunRow,
+        *,
+        now: datetime,
+        steps: list[store_runs.StepRow],
+        started: dict[str, object],
     ) -> None:
         if run.environment is not None and run.image_digest is not None:
             approvers: list[str] = []
@@ -244,16 +259,49 @@ class Worker:
                 approvers = sorted(
                     {
                         a.user
-                        for a in session.scalars(
-                            sa.select(tables.Approval).where(
-                                tables.Approval.run_id == run.id,
-                                tables.Approval.decision == "approve",
-                            )
-                        )
+                        for a in approvals.list_approvals(session, run.id)
+                        if a.decision == "approve"
                     }
                 )
-            environments.record_verification(session, run=run, approvers=approvers, at=now)
-        runs.finish(session, run, RunStatus.SUCCEEDED, now=now, error=None, steps=steps)
+            store_environments.record_verification(
+                session,
+                digest=run.image_digest,
+                environment=run.environment,
+                run_id=run.id,
+                approvals=[{"user": user} for user in approvers],
+                now=now,
+            )
+        self._finish(session, run, RunStatus.SUCCEEDED, now=now, error=None, started=started)
+
+    def _finish(
+        self,
+        session: Session,
+        run: store_runs.RunRow,
+        status: RunStatus,
+        *,
+        now: datetime,
+        error: str | None,
+        started: dict[str, object] | None = None,
+    ) -> None:
+        """End the run (as `runs.finish` does), closing its unfinished steps."""
+        run.status = status
+        store_runs.set_run(
+            session,
+            run.id,
+            **(started or {}),
+            status=status,
+            finished_at=now,
+            error=error,
+            claimed_by=None,
+            lease_expires_at=None,
+            wake_at=None,
+        )
+        store_runs.close_steps(
+            session,
+            run.id,
+            status=StepStatus.CANCELLED if status == RunStatus.CANCELLED else StepStatus.SKIPPED,
+            now=now,
+        )
 
     async def _execute(self, run_id: int, begun: _Begun) -> _Begun | None:
         """Run one step and commit its outcome; returns the next step, begun in that commit."""
@@ -337,27 +385,37 @@ class Worker:
         """Commit the step's success and, in the same transaction, begin the next step."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
-            run = runs.load_run(session, run_id)
-            ordered = runs.run_steps(session, run_id)
+            run = store_runs.read_run(session, run_id)
+            ordered = store_runs.read_steps(session, run_id)
             step = next(s for s in ordered if s.id == step_id)
             step.status = StepStatus.SUCCEEDED
-            step.finished_at = now
-            step.output = dict(outcome.output)
+            store_runs.set_step(
+                session, step.id, status=step.status, finished_at=now, output=dict(outcome.output)
+            )
             if outcome.image is not None:
                 run.image_repository = str(outcome.image.repository)
                 run.image_digest = str(outcome.image.digest)
                 run.image_tag = outcome.image.tag
-                config = self._pipeline(run).steps[step.index]
+                config = self._pipeline(run.pipeline).steps[step.index]
                 if isinstance(config, step_configs.BuildStep):
                     run.image_registry = config.registry
+                store_runs.set_run(
+                    session,
+                    run.id,
+                    image_repository=run.image_repository,
+                    image_digest=run.image_digest,
+                    image_tag=run.image_tag,
+                    image_registry=run.image_registry,
+                )
             if step.kind == "deploy" and run.environment is not None and not _dry(outcome):
-                image = runs.image_of(run)
+                image = _image(run)
                 assert image is not None
                 environments.record_deployment(
                     session,
                     environment=run.environment,
                     image=image,
-                    run=run,
+                    run_id=run.id,
+                    deployed_by=run.triggered_by,
                     kind="rollback" if run.trigger_kind == "rollback" else "deploy",
                     at=now,
                 )
@@ -380,7 +438,7 @@ class Worker:
             self.release(session, run, wake_at=wake_at)
 
     def _gate_expiry(self, run: tables.Run, step: tables.Step) -> datetime | None:
-        config = self._pipeline(run).steps[step.index]
+        config = self._pipeline(run.pipeline).steps[step.index]
         if isinstance(config, step_configs.ApprovalStep) and config.expires and step.started_at:
             return step.started_at + config.rule().expires_after  # type: ignore[operator]
         return None
@@ -418,12 +476,12 @@ class Worker:
 
     # --- the step's context ------------------------------------------------------------------
 
-    def _pipeline(self, run: tables.Run) -> models.Pipeline:
-        return runs.pipeline_of(self.services, run.pipeline)
+    def _pipeline(self, name: str) -> models.Pipeline:
+        return runs.pipeline_of(self.services, name)
 
-    def _facts(self, session: Session, run: tables.Run, step: tables.Step) -> _Begun:
+    def _facts(self, session: Session, run: store_runs.RunRow, step: store_runs.StepRow) -> _Begun:
         """What the step's context needs, read in the transaction that begins the step."""
-        pipeline = runs.pipeline_of(self.services, run.pipeline)
+        pipeline = self._pipeline(run.pipeline)
         config = pipeline.steps[step.index]
         gate = None
         if isinstance(config, step_configs.ApprovalStep):
@@ -449,7 +507,7 @@ class Worker:
             step_name=step.name,
             pipeline=run.pipeline,
             environment=run.environment,
-            image=runs.image_of(run),
+            image=_image(run),
             registry=run.image_registry,
             parameters=dict(run.parameters),
             author=run.triggered_by,
@@ -504,6 +562,17 @@ class Worker:
                 return environments.check(session, self.services, digest, environment)
 
         return check
+
+
+def _image(run: store_runs.RunRow) -> PinnedImage | None:
+    """The run's fixed image, if it has one."""
+    if run.image_repository is None or run.image_digest is None:
+        return None
+    return PinnedImage(
+        repository=Repository.parse(run.image_repository),
+        digest=Digest.parse(run.image_digest),
+        tag=run.image_tag,
+    )
 
 
 def _dry(outcome: Succeeded) -> bool:

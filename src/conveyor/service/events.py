@@ -16,17 +16,16 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy import exc
 
 from conveyor import aio, webhooks
 from conveyor.core import events as core_events
 from conveyor.core.credentials import Secret
 from conveyor.core.errors import ConveyorError, NotFound, WebhookRejected
 from conveyor.core.events import Headers, InboundDelivery, RegistryEvent
-from conveyor.core.images import Digest, ImageRef, Repository
+from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.service import runs
 from conveyor.service.context import Services
 from conveyor.store import audit, claims, tables
@@ -196,6 +195,13 @@ def process(services: Services, event_id: int, *, replay: bool = False) -> dict[
 def _process(
     services: Services, facts: Mapping[str, Any], *, event_id: int, replay: bool
 ) -> dict[str, Any]:
+    """Resolve, match, then start the matched runs and record the outcome in one transaction.
+
+    The registry is asked (for what the sender left out, and for a tag whose
+    digest the event does not carry) before the transaction. Runs and the
+    event's ``processed`` status commit together, so an event is never
+    processed twice and never left pending with its runs started.
+    """
     outcome: dict[str, Any] = {"triggers": []}
     try:
         tags, digest = _resolve(services, facts)
@@ -203,34 +209,57 @@ def _process(
         outcome["error"] = f"could not resolve from the registry: {error}"
         tags, digest = ([facts["tag"]] if facts["tag"] else []), facts["digest"]
     outcome["resolved"] = {"tags": tags, "digest": digest}
+    starts: list[tuple[dict[str, Any], runs.Prepared]] = []
     for pipeline_name, pipeline in services.definitions.pipelines.items():
         for index, trigger in enumerate(pipeline.triggers):
             if trigger.registry_event is None:
                 continue
-            outcome["triggers"].append(
-                _match(
-                    services,
-                    facts,
-                    pipeline_name,
-                    index,
-                    trigger.registry_event,
-                    tags,
-                    event_id=None if replay else event_id,
-                )
+            result, request = _match(
+                services,
+                facts,
+                pipeline_name,
+                index,
+                trigger.registry_event,
+                tags,
+                digest,
+                event_id=None if replay else event_id,
             )
+            outcome["triggers"].append(result)
+            if request is None:
+                continue
+            try:
+                starts.append((result, runs.prepare_run(services, request)))
+            except ConveyorError as error:
+                result.update(run=None, refused=str(error))
     with unit_of_work(services.engine) as session:
+        for result, prepared in starts:
+            try:
+                run_id = runs.insert_run(session, services, prepared)
+            except ConveyorError as error:  # the gates refused; nothing was written for it
+                result.update(run=None, refused=str(error))
+                continue
+            if run_id is None:
+                result.update(run=None, note="a run for this event and pipeline already exists")
+            else:
+                result.update(run=run_id, digest_from=prepared.fixed.origin)
         session.execute(
-            sa.update(tables.Event)
-            .where(tables.Event.id == event_id)
-            .values(
-                status="processed",
-                processed_at=services.clock(),
-                claimed_by=None,
-                outcome=outcome,
-            ),
-            execution_options={"synchronize_session": False},
+            _MARK_PROCESSED, {"event_id": event_id, "at": services.clock(), "result": outcome}
         )
     return outcome
+
+
+_events = cast(sa.Table, tables.Event.__table__)
+# Built once: every processed event runs it.
+_MARK_PROCESSED = (
+    sa.update(_events)
+    .where(_events.c.id == sa.bindparam("event_id"))
+    .values(
+        status="processed",
+        processed_at=sa.bindparam("at", type_=_events.c.processed_at.type),
+        claimed_by=None,
+        outcome=sa.bindparam("result", type_=_events.c.outcome.type),
+    )
+)
 
 
 def _claimed_facts(claimed: claims.EventClaim) -> dict[str, Any]:
@@ -296,15 +325,17 @@ def _match(
     index: int,
     trigger: Any,  # noqa: ANN401 - config.models.RegistryEventTrigger
     tags: list[str],
+    digest: str | None,
     *,
     event_id: int | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], runs.RunRequest | None]:
+    """Whether one trigger fires (with the reason), and the run it asks for if it does."""
     result: dict[str, Any] = {"pipeline": pipeline, "trigger": index, "matched": False}
     if trigger.webhook is not None and trigger.webhook != facts["endpoint"]:
         result["reason"] = (
             f"trigger listens to webhook '{trigger.webhook}', not '{facts['endpoint']}'"
         )
-        return result
+        return result, None
     source = services.definitions.sources[trigger.source]
     host = services.registries.definition(source.registry).host
     if (
@@ -315,7 +346,7 @@ def _match(
         result["reason"] = (
             f"registry '{facts['registry']}' is not source '{trigger.source}''s {host}"
         )
-        return result
+        return result, None
     candidates: list[str | None] = list(tags) or [None]
     reason = ""
     for tag in candidates:
@@ -334,29 +365,34 @@ def _match(
         )
         if matched and tag is not None:
             result.update(matched=True, reason=reason, tag=tag)
-            result.update(_start(services, pipeline, tag, event_id))
-            return result
-    result["reason"] = reason
-    return result
-
-
-def _start(services: Services, pipeline: str, tag: str, event_id: int | None) -> dict[str, Any]:
-    try:
-        run_id = runs.start_run(
-            services,
-            runs.RunRequest(
+            return result, runs.RunRequest(
                 pipeline=pipeline,
                 tag=tag,
                 user="registry-event",
                 trigger="registry_event",
                 event_id=event_id,
-            ),
-        )
-    except exc.IntegrityError:
-        return {"run": None, "note": "a run for this event and pipeline already exists"}
-    except ConveyorError as error:
-        return {"run": None, "refused": str(error)}
-    return {"run": run_id}
+                pushed=_pushed(facts, Repository(host, facts["repository"]), tag, digest),
+                # The sender's digest, or the one resolved for its tag a moment ago, above.
+                pushed_from="event"
+                if facts["digest"]
+                else "registry, when the event was processed",
+            )
+    result["reason"] = reason
+    return result, None
+
+
+def _pushed(
+    facts: Mapping[str, Any], repository: Repository, tag: str, digest: str | None
+) -> PinnedImage | None:
+    """The image the event says is behind ``tag``: the run takes it without a new look.
+
+    The digest is the sender's, or the one resolved for the sender's tag
+    while processing this event. A delete event names an image that is gone:
+    its runs resolve the tag as a user's would.
+    """
+    if digest is None or facts["kind"] == "delete":
+        return None
+    return PinnedImage(repository=repository, digest=Digest.parse(digest), tag=tag)
 
 
 def replay(services: Services, event_id: int, *, user: str) -> dict[str, Any]:

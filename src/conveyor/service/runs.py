@@ -22,6 +22,7 @@ from conveyor.core.runs import RunStatus, StepStatus
 from conveyor.service import environments, selection
 from conveyor.service.context import Services
 from conveyor.store import approvals, audit, tables
+from conveyor.store import runs as store_runs
 from conveyor.store.database import unit_of_work
 
 
@@ -40,6 +41,12 @@ class RunRequest:
     # Set by rollback: deploy exactly this earlier image again.
     pinned: PinnedImage | None = None
     pinned_registry: str | None = None
+    # Set by a registry event that reported both tag and digest: the digest the push put
+    # behind ``tag``. Taken as is (no new look at the tag) when ``tag`` and the repository
+    # are the pipeline source's; a later push sends its own event.
+    pushed: PinnedImage | None = None
+    # Where ``pushed``'s digest came from, as the run's audit entry records it.
+    pushed_from: str = "event"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +57,19 @@ class Fixed:
     registry: str | None
     source_kind: str
     upstream_run_id: int | None = None
+    # Where the digest came from: "event" (the registry event's), "registry" (the tag
+    # resolved now), "rollback", "upstream run"; None without an image. Audited.
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepared:
+    """A run ready to be inserted: its request, pipeline, parameters and fixed image."""
+
+    request: RunRequest
+    pipeline: models.Pipeline
+    parameters: dict[str, str]
+    fixed: Fixed
 
 
 def pipeline_of(services: Services, name: str) -> models.Pipeline:
@@ -90,60 +110,81 @@ def start_run(services: Services, request: RunRequest) -> int:
     """Fix the run's image, check the environment's gates, and queue the run.
 
     Raises PromotionRefused (nothing is written) when the image may not enter
-    the pipeline's environment; NotFound / InvalidInput for bad requests.
+    the pipeline's environment; NotFound / InvalidInput for bad requests;
+    Conflict when the request's event already started a run of this pipeline.
     """
+    prepared = prepare_run(services, request)
+    with unit_of_work(services.engine) as session:
+        run_id = insert_run(session, services, prepared)
+    if run_id is None:
+        raise Conflict(
+            f"event {request.event_id} already started a run of pipeline '{request.pipeline}'"
+        )
+    return run_id
+
+
+def prepare_run(services: Services, request: RunRequest) -> Prepared:
+    """Check the request and fix its image (may ask the registry); writes nothing."""
     pipeline = pipeline_of(services, request.pipeline)
     parameters = resolve_parameters(request.pipeline, pipeline, request.parameters or {})
     fixed = _fix_image(services, pipeline, request, parameters)
+    return Prepared(request=request, pipeline=pipeline, parameters=parameters, fixed=fixed)
+
+
+def insert_run(session: Session, services: Services, prepared: Prepared) -> int | None:
+    """In the caller's transaction: check the gates, insert the queued run, its steps, audit.
+
+    Raises PromotionRefused before writing anything when the image may not
+    enter the environment. None (nothing written) when the request's event
+    already started a run of this pipeline.
+    """
+    request, pipeline, fixed = prepared.request, prepared.pipeline, prepared.fixed
     now = services.clock()
-    with unit_of_work(services.engine) as session:
-        if fixed.image is not None and pipeline.environment is not None:
-            decision = environments.check(
-                session, services, fixed.image.digest, pipeline.environment
-            )
-            if isinstance(decision, gates.Refused):
-                raise PromotionRefused(decision.reasons)
-        run = tables.Run(
+    if fixed.image is not None and pipeline.environment is not None:
+        decision = environments.check(session, services, fixed.image.digest, pipeline.environment)
+        if isinstance(decision, gates.Refused):
+            raise PromotionRefused(decision.reasons)
+    image = fixed.image
+    run_id = store_runs.insert_run(
+        session,
+        store_runs.NewRun(
             pipeline=request.pipeline,
-            pipeline_version=None,
             environment=pipeline.environment,
-            status=RunStatus.QUEUED,
             image_registry=fixed.registry,
-            image_repository=str(fixed.image.repository) if fixed.image else None,
-            image_digest=str(fixed.image.digest) if fixed.image else None,
-            image_tag=fixed.image.tag if fixed.image else None,
+            image_repository=str(image.repository) if image else None,
+            image_digest=str(image.digest) if image else None,
+            image_tag=image.tag if image else None,
             source_kind=fixed.source_kind,
             upstream_run_id=fixed.upstream_run_id,
             event_id=request.event_id,
-            parameters=parameters,
+            parameters=prepared.parameters,
             triggered_by=request.user,
             trigger_kind=request.trigger,
-            created_at=now,
-            wake_at=now,
-        )
-        session.add(run)
-        session.flush()
-        for index, step in enumerate(pipeline.steps):
-            session.add(
-                tables.Step(
-                    run_id=run.id,
-                    index=index,
-                    name=step_name(step, index),
-                    kind=step.type,
-                    status=StepStatus.PENDING,
-                    attempt=0,
-                    output={},
-                )
-            )
-        audit.record_audit(
-            session,
-            identity=request.user,
-            action="run.start",
-            target=f"run/{run.id}",
-            details={"pipeline": request.pipeline, "digest": run.image_digest},
-            now=now,
-        )
-        return run.id
+        ),
+        steps=[
+            store_runs.NewStep(name=step_name(step, index), kind=step.type)
+            for index, step in enumerate(pipeline.steps)
+        ],
+        now=now,
+        wake_at=now,
+    )
+    if run_id is None:
+        return None
+    details: dict[str, object] = {
+        "pipeline": request.pipeline,
+        "digest": str(image.digest) if image else None,
+    }
+    if fixed.origin is not None:
+        details["digest_from"] = fixed.origin
+    audit.record_audit(
+        session,
+        identity=request.user,
+        action="run.start",
+        target=f"run/{run_id}",
+        details=details,
+        now=now,
+    )
+    return run_id
 
 
 def step_name(step: steps.StepCommon, index: int) -> str:
@@ -165,6 +206,7 @@ def _fix_image(
             image=request.pinned,
             registry=request.pinned_registry,
             source_kind="pipeline" if pipeline.source and pipeline.source.pipeline else "artifact",
+            origin="rollback",
         )
     source = pipeline.source
     if source is None:
@@ -187,6 +229,7 @@ def _fix_image(
             registry=upstream.registry,
             source_kind="pipeline",
             upstream_run_id=upstream.id,
+            origin=f"run {upstream.id}" if upstream.image is not None else None,
         )
     assert source.artifact is not None
     if request.from_run is not None:
@@ -195,6 +238,19 @@ def _fix_image(
             "--from-run applies to pipeline sources only"
         )
     artifact = services.definitions.sources[source.artifact]
+    if (
+        request.pushed is not None
+        and request.digest is None
+        and request.pushed.tag == request.tag
+        and request.pushed.repository == selection.repository_of(services.registries, artifact)
+    ):
+        pushed = selection.admit_pushed(source.artifact, artifact, request.pushed)
+        return Fixed(
+            image=pushed,
+            registry=artifact.registry,
+            source_kind="artifact",
+            origin=request.pushed_from,
+        )
     values = {**services.environ, **parameters}
     image = aio.run(
         selection.fix_artifact(
@@ -206,7 +262,7 @@ def _fix_image(
             values=values,
         )
     )
-    return Fixed(image=image, registry=artifact.registry, source_kind="artifact")
+    return Fixed(image=image, registry=artifact.registry, source_kind="artifact", origin="registry")
 
 
 def _pick_upstream(services: Services, pipeline: str, run_id: int | None) -> sources.UpstreamRun:

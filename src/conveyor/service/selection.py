@@ -56,6 +56,22 @@ async def select_tag(
     return versions.select(infos, filter=tag_filter, policy=policy), tags
 
 
+def admit_pushed(name: str, artifact: models.ArtifactSource, pushed: PinnedImage) -> PinnedImage:
+    """A digest a registry event reported behind its tag, if the source's filter admits the tag.
+
+    The registry already said which digest the push put behind the tag, so
+    the tag is not looked up again: a later push of the same tag sends its
+    own event.
+    """
+    assert pushed.tag is not None
+    tag_filter, _ = rule_of(artifact)
+    try:
+        versions.check_requested(pushed.tag, tag_filter)
+    except TagRefused as refused:
+        raise PromotionRefused([f"source '{name}': {refused}"]) from None
+    return pushed
+
+
 async def fix_artifact(
     services: Services,
     name: str,

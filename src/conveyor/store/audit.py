@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -19,14 +19,22 @@ def record_audit(
     target: str,
     details: dict[str, Any] | None = None,
     now: datetime,
-) -> AuditEntry:
+) -> None:
     """Append one entry in the caller's transaction (so it commits with the write it records)."""
-    entry = AuditEntry(
-        identity=identity, action=action, target=target, details=dict(details or {}), at=now
+    session.execute(
+        _INSERT,
+        {
+            "identity": identity,
+            "action": action,
+            "target": target,
+            "details": dict(details or {}),
+            "at": now,
+        },
     )
-    session.add(entry)
-    session.flush()
-    return entry
+
+
+# A Core insert, built once: every write records one entry.
+_INSERT = sa.insert(cast(sa.Table, AuditEntry.__table__))
 
 
 def list_audit(session: Session, *, limit: int = 100) -> list[AuditEntry]:

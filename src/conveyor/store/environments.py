@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from conveyor.store import database
 from conveyor.store.tables import BadDigest, Deployment, VerificationRecord
+
+_verifications = cast(sa.Table, VerificationRecord.__table__)
+_bad = cast(sa.Table, BadDigest.__table__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +74,12 @@ def list_history(session: Session, environment: str, *, limit: int = 100) -> lis
     )
 
 
+@functools.cache
+def _insert_verification(postgresql: bool) -> sa.Insert:
+    insert = postgresql_insert(_verifications) if postgresql else sqlite_insert(_verifications)
+    return insert.on_conflict_do_nothing(index_elements=["digest", "environment", "run_id"])
+
+
 def record_verification(
     session: Session,
     *,
@@ -75,27 +88,22 @@ def record_verification(
     run_id: int,
     approvals: Sequence[dict[str, Any]],
     now: datetime,
-) -> VerificationRecord:
-    """Record that `digest` passed `environment` in `run_id`; idempotent per that triple."""
-    existing = session.scalars(
-        sa.select(VerificationRecord).where(
-            VerificationRecord.digest == digest,
-            VerificationRecord.environment == environment,
-            VerificationRecord.run_id == run_id,
-        )
-    ).first()
-    if existing is not None:
-        return existing
-    record = VerificationRecord(
-        digest=digest,
-        environment=environment,
-        run_id=run_id,
-        approvals=list(approvals),
-        verified_at=now,
+) -> None:
+    """Record that `digest` passed `environment` in `run_id`; idempotent per that triple.
+
+    One ``INSERT ... ON CONFLICT DO NOTHING`` (a Core statement built once): every
+    successful run into an environment records one.
+    """
+    session.execute(
+        _insert_verification(database.is_postgresql(session)),
+        {
+            "digest": digest,
+            "environment": environment,
+            "run_id": run_id,
+            "approvals": list(approvals),
+            "verified_at": now,
+        },
     )
-    session.add(record)
-    session.flush()
-    return record
 
 
 def list_verifications(
@@ -126,11 +134,15 @@ def clear_bad(session: Session, digest: str, *, by: str, now: datetime) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def fetch_bad_mark(session: Session, digest: str) -> BadDigest | None:
-    """The open mark on a digest (newest), or None when it is not marked bad."""
-    return session.scalars(
-        sa.select(BadDigest)
-        .where(BadDigest.digest == digest, BadDigest.cleared_at.is_(None))
-        .order_by(BadDigest.id.desc())
-        .limit(1)
-    ).first()
+# The open mark on a digest, newest first: read by every gate check (built once).
+_OPEN_MARK = (
+    sa.select(_bad.c.reason, _bad.c.marked_by)
+    .where(_bad.c.digest == sa.bindparam("digest"), _bad.c.cleared_at.is_(None))
+    .order_by(_bad.c.id.desc())
+    .limit(1)
+)
+
+
+def fetch_bad_mark(session: Session, digest: str) -> sa.Row[Any, Any] | None:
+    """The open mark on a digest (newest: its ``reason`` and ``marked_by``), or None."""
+    return session.execute(_OPEN_MARK, {"digest": digest}).first()
