@@ -141,3 +141,85 @@ def test_pipeline_triggers_fire_once_on_the_matching_status(
     [notified] = queries.list_runs(services, pipeline="notify-failure", status=None, limit=5)
     assert notified["status"] == "succeeded"
     assert len(queries.list_runs(services, pipeline="smoke", status=None, limit=5)) == 1
+
+
+def _handshake_config(directory: str) -> str:
+    # Each run marks itself, then waits (up to 3 s) for the other's mark: both can
+    # succeed only if their steps run at the same time.
+    wait = (
+        f'touch {directory}/"$ME"; i=0; '
+        f'while [ ! -e {directory}/"$OTHER" ]; do i=$((i+1)); [ $i -gt 30 ] && exit 1; '
+        "sleep 0.1; done"
+    )
+    return (
+        STORY
+        + f"""\
+  handshake:
+    parameters: {{ME: {{required: true}}, OTHER: {{required: true}}}}
+    steps:
+      - {{name: meet, type: command, run: '{wait}'}}
+  to-test:
+    environment: test
+    source: {{artifact: myapp}}
+    steps:
+      - name: deploy
+        type: deploy
+        deployer: command
+        with: {{run: 'echo "start $CONVEYOR_RUN_ID" >> {directory}/deploys; sleep 0.5; echo "end $CONVEYOR_RUN_ID" >> {directory}/deploys'}}
+"""
+    )
+
+
+@pytest.mark.parametrize(("concurrency", "succeeded"), [(2, 2), (1, 1)])
+def test_concurrency_runs_steps_of_several_runs_at_once(
+    make_services: Callable[[str], Services], tmp_path, concurrency: int, succeeded: int
+) -> None:
+    """With concurrency 2 two runs' steps overlap, so both meet; one at a time, the first gives up."""
+    services = make_services(_handshake_config(str(tmp_path)))
+    worker = Worker(services=services, name="w", concurrency=concurrency)
+    for me, other in (("a", "b"), ("b", "a")):
+        runs.start_run(
+            services,
+            runs.RunRequest(pipeline="handshake", parameters={"ME": me, "OTHER": other}, user="u"),
+        )
+    asyncio.run(worker.run_until_idle())
+    statuses = [
+        r["status"] for r in queries.list_runs(services, pipeline=None, status=None, limit=5)
+    ]
+    assert statuses.count("succeeded") == succeeded
+    assert len(statuses) == 2
+
+
+def test_one_worker_never_overlaps_two_deploys_to_one_environment(
+    make_services: Callable[[str], Services], registry: InMemoryRegistry, tmp_path
+) -> None:
+    """Two runs driven at once by one worker: the second deploy waits for the environment lock."""
+    services = make_services(_handshake_config(str(tmp_path)))
+    registry.push("team/myapp", "myapp-V1.0.0", b"v1")
+    registry.push("team/myapp", "myapp-V1.1.0", b"v2")
+    worker = Worker(services=services, name="w", concurrency=2)
+    first = runs.start_run(
+        services, runs.RunRequest(pipeline="to-test", tag="myapp-V1.0.0", user="u")
+    )
+    second = runs.start_run(
+        services, runs.RunRequest(pipeline="to-test", tag="myapp-V1.1.0", user="u")
+    )
+    asyncio.run(worker.run_until_idle())
+    waiting = queries.show_run(services, second)
+    assert queries.show_run(services, first)["status"] == "succeeded"
+    assert waiting["status"] == "waiting"
+    assert "another deploy to 'test' is in progress" in waiting["steps"][0]["reason"]
+    services.clock.now += timedelta(seconds=5)  # type: ignore[attr-defined]
+    asyncio.run(worker.run_until_idle())
+    assert queries.show_run(services, second)["status"] == "succeeded"
+    lines = (tmp_path / "deploys").read_text().split()
+    assert lines == [
+        "start",
+        str(first),
+        "end",
+        str(first),
+        "start",
+        str(second),
+        "end",
+        str(second),
+    ]

@@ -35,6 +35,28 @@ def state_options(func: F) -> F:
     return config_option(func)
 
 
+def worker_options(func: F) -> F:
+    """--lease and --concurrency, which `conveyor worker` and `conveyor serve` take."""
+    func = click.option(
+        "--concurrency",
+        default=4,
+        show_default=True,
+        type=click.IntRange(1, 64),
+        envvar="CONVEYOR_WORKER_CONCURRENCY",
+        show_envvar=True,
+        help="Runs driven at once (each run's steps stay in order; deploys to one "
+        "environment never overlap).",
+    )(func)
+    return click.option(
+        "--lease",
+        default=30.0,
+        show_default=True,
+        envvar="CONVEYOR_WORKER_LEASE",
+        show_envvar=True,
+        help="Seconds a claim lasts without renewal (crash takeover time).",
+    )(func)
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
@@ -207,17 +229,15 @@ def clear_bad(digest: str, config_path: Path | None, database_url: str | None) -
 @click.command()
 @click.option("--until-idle", is_flag=True, help="Exit when no run needs attention.")
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between looks for work.")
-@click.option(
-    "--lease",
-    default=30.0,
-    show_default=True,
-    envvar="CONVEYOR_WORKER_LEASE",
-    show_envvar=True,
-    help="Seconds a claim lasts without renewal (crash takeover time).",
-)
+@worker_options
 @state_options
 def worker(
-    until_idle: bool, poll: float, lease: float, config_path: Path | None, database_url: str | None
+    until_idle: bool,
+    poll: float,
+    lease: float,
+    concurrency: int,
+    config_path: Path | None,
+    database_url: str | None,
 ) -> None:
     """Run queued work, process webhook events, poll sources and fire schedules.
 
@@ -227,7 +247,12 @@ def worker(
     from datetime import timedelta
 
     services, _ = _services(config_path, database_url)
-    engine_worker = Worker(services=services, name=worker_name(), lease=timedelta(seconds=lease))
+    engine_worker = Worker(
+        services=services,
+        name=worker_name(),
+        lease=timedelta(seconds=lease),
+        concurrency=concurrency,
+    )
     click.echo(f"worker {engine_worker.name} started", err=True)
     if until_idle:
         count = asyncio.run(engine_worker.run_until_idle())

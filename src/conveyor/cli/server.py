@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from conveyor.cli.runs import _emit, _services, json_option, state_options
+from conveyor.cli.runs import _emit, _services, json_option, state_options, worker_options
 from conveyor.engine.background import Wakeup, run_background
 from conveyor.engine.worker import Worker, worker_name
 from conveyor.service import events, tokens
@@ -91,20 +91,14 @@ def _make_server_class() -> type:
     help="Seconds between looks for work not announced by this server's webhooks "
     "(accepted events wake the worker at once).",
 )
-@click.option(
-    "--lease",
-    default=30.0,
-    show_default=True,
-    envvar="CONVEYOR_WORKER_LEASE",
-    show_envvar=True,
-    help="Seconds a claim lasts without renewal.",
-)
+@worker_options
 @state_options
 def serve(
     host: str,
     port: int,
     poll: float,
     lease: float,
+    concurrency: int,
     config_path: Path | None,
     database_url: str | None,
 ) -> None:
@@ -114,7 +108,12 @@ def serve(
     from conveyor.api.app import build_app
 
     services, _ = _services(config_path, database_url)
-    worker = Worker(services=services, name=worker_name(), lease=timedelta(seconds=lease))
+    worker = Worker(
+        services=services,
+        name=worker_name(),
+        lease=timedelta(seconds=lease),
+        concurrency=concurrency,
+    )
     stop = threading.Event()
     wakeup = Wakeup()
     thread = threading.Thread(

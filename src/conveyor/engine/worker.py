@@ -75,6 +75,8 @@ class Worker:
     services: Services
     name: str
     lease: timedelta = DEFAULT_LEASE
+    # Runs driven at once by this worker (their steps overlap; each run's steps stay in order).
+    concurrency: int = 1
     _awaited: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     # --- claiming ----------------------------------------------------------------------------
@@ -105,12 +107,24 @@ class Worker:
     async def run_until_idle(self, *, limit: int | None = None) -> int:
         """Process runs until none needs attention now (or ``limit`` runs); returns how many."""
         count = 0
-        while limit is None or count < limit:
-            claimed = self._claim_and_begin()
-            if claimed is None:
-                break
-            await self._drive(*claimed)
-            count += 1
+        started: list[asyncio.Future[None]] = []
+        running: set[asyncio.Future[None]] = set()
+        try:
+            while limit is None or count < limit:
+                while len(running) >= max(self.concurrency, 1):
+                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                claimed = self._claim_and_begin()
+                if claimed is None:
+                    break
+                task = asyncio.ensure_future(self._drive(*claimed))
+                started.append(task)
+                running.add(task)
+                count += 1
+        finally:
+            if running:  # every run started here ends (or waits) before this returns
+                await asyncio.wait(running)
+        for finished in started:
+            finished.result()  # an unexpected error of a run reaches the caller, as before
         return count
 
     async def run_forever(self, *, poll: float = 1.0, stop: asyncio.Event | None = None) -> None:
@@ -310,7 +324,7 @@ class Worker:
         lock = None
         if runner.kind == "deploy" and context.environment is not None:
             lock = claims.environment_lock(context.environment)
-            if not self._lease(lock):
+            if not self._lease(lock, run_id):
                 self._wait(
                     run_id,
                     step_id,
@@ -343,18 +357,26 @@ class Worker:
             heartbeat.cancel()
             if lock is not None:
                 with unit_of_work(self.services.engine) as session:
-                    claims.release_lease(session, lock, owner=self.name)
+                    claims.release_lease(session, lock, owner=self._lock_owner(run_id))
         if isinstance(outcome, Waiting):
             self._wait(run_id, step_id, outcome, wake_in=None)
             return None
         return self._complete(run_id, step_id, outcome)
 
-    def _lease(self, name: str) -> bool:
-        """Take or renew a named lease (the environment's deploy lock)."""
+    def _lease(self, name: str, run_id: int) -> bool:
+        """Take or renew a named lease (the environment's deploy lock) for one run."""
         with unit_of_work(self.services.engine) as session:
             return claims.acquire_lease(
-                session, name, owner=self.name, ttl=self.lease, now=self.services.clock()
+                session,
+                name,
+                owner=self._lock_owner(run_id),
+                ttl=self.lease,
+                now=self.services.clock(),
             )
+
+    def _lock_owner(self, run_id: int) -> str:
+        """The holder of a deploy lock: this worker's run, so two runs here exclude each other."""
+        return f"{self.name}/run-{run_id}"
 
     async def _heartbeat(
         self, run_id: int, task: asyncio.Future[Succeeded | Waiting], lock: str | None
@@ -375,7 +397,7 @@ class Worker:
                 task.cancel()
                 return "lost"
             if lock is not None:
-                self._lease(lock)
+                self._lease(lock, run_id)
             if cancelled:
                 task.cancel()
                 return "cancelled"
