@@ -423,6 +423,8 @@ FILTERS = [
     TagFilter(pattern=r"^v|^[0-9]", exclude_pattern=r"-rc\.?\d+$"),
     TagFilter(pattern=r"^app-(\pN+\.\pN+\.\pN+)$", extract="$1"),  # RE2 only
     TagFilter(pattern=r"^(?P<v>[^-]*)(-debug)?$", extract="$v", exclude_signatures=False),
+    # Matches signature and excluded tags too, so the affix exclusions alone drop them.
+    TagFilter(pattern=r"^(?:sha256-|x)?(?P<v>.*?)(?:\.sig|\.att)?$", extract="$v", exclude=("x*",)),
 ]
 POLICIES: list[versions.VersionPolicy] = [
     SemverPolicy(),
@@ -454,7 +456,7 @@ VERSIONS = st.one_of(
 )
 ONE_TAG = st.one_of(
     st.tuples(
-        st.sampled_from(["", "app-", "myapp-V", "x", "app-V"]),
+        st.sampled_from(["", "app-", "myapp-V", "x", "app-V", "sha256-"]),
         VERSIONS,
         st.sampled_from(["", "", "", "-debug", ".sig", ".att", "-rc1"]),
     ).map("".join),

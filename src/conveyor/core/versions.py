@@ -140,7 +140,36 @@ class TagFilter:
         usual ``*-suffix``/``prefix-*`` globs, so excluded tags never reach the pattern.
         """
         plain = _tagmatch.is_plain(tags, "\n".join(tags))
+        fused = self._affix_and_group_keys(tags, plain=plain)
+        if fused is not None:
+            return fused
         return self._included_keys(self._not_excluded(tags, plain=plain), plain=plain)
+
+    def _affix_and_group_keys(self, tags: Sequence[str], *, plain: bool) -> list[str | None] | None:
+        """The common rule in one pass: affix exclusions, then a pattern with one group.
+
+        None when the rule has more than that (other exclusions, a glob, a template
+        extract); the two-pass path below gives the same keys for every rule.
+        """
+        suffixes, prefixes, other_globs = self._affixes
+        extract = self._extract
+        if (
+            other_globs is not None
+            or self._exclude_pattern is not None
+            or self._pattern is None
+            or extract is None
+            or len(extract) != 1
+            or not isinstance(extract[0], int)
+        ):
+            return None
+        ends, starts, group = tuple(suffixes), tuple(prefixes), extract[0]
+        search = self._pattern.searcher(plain=plain)
+        return [
+            None
+            if tag.endswith(ends) or tag.startswith(starts) or (match := search(tag)) is None
+            else match.group(group) or None
+            for tag in tags
+        ]
 
     def _not_excluded(self, tags: Sequence[str], *, plain: bool) -> list[str | None]:
         """The tags, with None in place of each one an exclusion removes."""
