@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -129,21 +128,6 @@ def record_deployment(
             deployed_by=deployed_by,
             kind=kind,
         ),
-        now=at,
-    )
-
-
-def record_verification(
-    session: Session, *, run: tables.Run, approvers: Sequence[str], at: datetime
-) -> None:
-    """Write "digest D passed environment E in run R at T, approved by P"."""
-    assert run.environment is not None and run.image_digest is not None
-    store_environments.record_verification(
-        session,
-        digest=run.image_digest,
-        environment=run.environment,
-        run_id=run.id,
-        approvals=[{"user": user} for user in approvers],
         now=at,
     )
 
