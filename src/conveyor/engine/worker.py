@@ -27,7 +27,7 @@ from conveyor.config import steps as step_configs
 from conveyor.core import gates
 from conveyor.core.credentials import Secret
 from conveyor.core.errors import ConveyorError, StepFailed
-from conveyor.core.images import Digest, PinnedImage, Repository
+from conveyor.core.images import PinnedImage
 from conveyor.core.runs import RunStatus, StepStatus, Succeeded, Waiting, recover_step
 from conveyor.engine.context import GateFacts, StepContext
 from conveyor.engine.steps.table import RUNNERS, StepRunner
@@ -430,7 +430,7 @@ class Worker:
                     image_registry=run.image_registry,
                 )
             if step.kind == "deploy" and run.environment is not None and not _dry(outcome):
-                image = _image(run)
+                image = runs.image_of(run)
                 assert image is not None
                 environments.record_deployment(
                     session,
@@ -529,7 +529,7 @@ class Worker:
             step_name=step.name,
             pipeline=run.pipeline,
             environment=run.environment,
-            image=_image(run),
+            image=runs.image_of(run),
             registry=run.image_registry,
             parameters=dict(run.parameters),
             author=run.triggered_by,
@@ -584,17 +584,6 @@ class Worker:
                 return environments.check(session, self.services, digest, environment)
 
         return check
-
-
-def _image(run: store_runs.RunRow) -> PinnedImage | None:
-    """The run's fixed image, if it has one."""
-    if run.image_repository is None or run.image_digest is None:
-        return None
-    return PinnedImage(
-        repository=Repository.parse(run.image_repository),
-        digest=Digest.parse(run.image_digest),
-        tag=run.image_tag,
-    )
 
 
 def _dry(outcome: Succeeded) -> bool:

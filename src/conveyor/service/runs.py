@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -294,7 +295,20 @@ def to_upstream(row: tables.Run) -> sources.UpstreamRun:
     )
 
 
-def image_of(row: tables.Run) -> PinnedImage | None:
+class RunImageColumns(Protocol):
+    """A run's image columns: an ORM row or a store snapshot."""
+
+    @property
+    def image_repository(self) -> str | None: ...
+
+    @property
+    def image_digest(self) -> str | None: ...
+
+    @property
+    def image_tag(self) -> str | None: ...
+
+
+def image_of(row: RunImageColumns) -> PinnedImage | None:
     """The run's fixed image, if it has one."""
     if row.image_repository is None or row.image_digest is None:
         return None
