@@ -108,8 +108,8 @@ def test_unchanged_registry_answers_skip_selection_but_a_moved_tag_still_fires(
     scheduler = Scheduler(services=services, owner="p1")
     registry.push("team/myapp", "stable", b"build 1")
     assert len(scheduler.tick()) == 1
-    # The poll reads the list and the manifest; starting the run resolves the tag again.
-    assert registry.calls == ["list_tags", "resolve", "resolve"]
+    # The poll reads the list and the manifest; the run takes that digest (no second look).
+    assert registry.calls == ["list_tags", "resolve"]
 
     # Nothing moved: no selection, no manifest read. The first check is a plain HEAD compared
     # by Docker-Content-Digest (a GET gave no manifest ETag); it learns the ETag for the next.
@@ -124,7 +124,7 @@ def test_unchanged_registry_answers_skip_selection_but_a_moved_tag_still_fires(
     registry.calls.clear()
     clock.now += timedelta(minutes=2)  # type: ignore[attr-defined]
     assert len(scheduler.tick()) == 1
-    assert registry.calls == ["list_tags:304", "check_tag", "resolve", "resolve"]
+    assert registry.calls == ["list_tags:304", "check_tag", "resolve"]
     digests = [r["digest"] for r in _runs(services, "polled")]
     assert len(set(digests)) == 2
 
@@ -146,7 +146,7 @@ def test_a_changed_source_definition_forgets_the_validators(
     registry.calls.clear()
     services = make_services(POLLED)  # same source name, semver policy now
     assert len(Scheduler(services=services, owner="p1").tick()) == 1
-    assert registry.calls == ["list_tags", "resolve", "resolve"]
+    assert registry.calls == ["list_tags", "resolve"]
 
 
 def test_schedule_fires_at_the_cron_time(make_services: Callable[[str], Services]) -> None:

@@ -24,6 +24,7 @@ from croniter import croniter
 from conveyor import aio
 from conveyor.core import durations
 from conveyor.core.errors import ConveyorError, IntegrationError
+from conveyor.core.images import PinnedImage
 from conveyor.service import polling, runs
 from conveyor.service.context import Services
 from conveyor.store import claims, tables
@@ -179,7 +180,10 @@ class Scheduler:
             # Also when nothing changed: a start refused before is tried again.
             if self._has_run_for(pipeline, str(outcome.image.digest)):
                 continue
-            run_id = self._start(pipeline, trigger="poll", tag=outcome.image.tag)
+            # The poll's digest, not a second look at the tag: what the poll saw is what runs.
+            run_id = self._start(
+                pipeline, trigger="poll", tag=outcome.image.tag, pushed=outcome.image
+            )
             if run_id is not None:
                 started.append(run_id)
         return started
@@ -195,11 +199,25 @@ class Scheduler:
                 != 0
             )
 
-    def _start(self, pipeline: str, *, trigger: str, tag: str | None = None) -> int | None:
+    def _start(
+        self,
+        pipeline: str,
+        *,
+        trigger: str,
+        tag: str | None = None,
+        pushed: PinnedImage | None = None,
+    ) -> int | None:
         try:
             return runs.start_run(
                 self.services,
-                runs.RunRequest(pipeline=pipeline, tag=tag, user=trigger, trigger=trigger),
+                runs.RunRequest(
+                    pipeline=pipeline,
+                    tag=tag,
+                    user=trigger,
+                    trigger=trigger,
+                    pushed=pushed,
+                    pushed_from=trigger,
+                ),
             )
         except ConveyorError as error:
             log.warning("trigger refused", pipeline=pipeline, trigger=trigger, reason=str(error))
