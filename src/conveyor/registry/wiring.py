@@ -3,10 +3,11 @@
 `DistributionRegistry` keeps a connection pool, which belongs to the event
 loop that opened it. On a loop kept by `conveyor.aio.thread_loop` (the
 server's worker thread) the configured registry keeps one client per
-registry on that loop and reuses it, with its connections, SSL context and
-tokens, for every call; it is closed when the thread ends. Anywhere else
-(the CLI, request threads, each `asyncio.run`) a call opens a client of its
-own and closes it afterwards: no connection outlives its loop, none leaks.
+registry (and retry policy: polls do not retry) on that loop and reuses it,
+with its connections, SSL context and tokens, for every call; it is closed
+when the thread ends. Anywhere else (the CLI, request threads, each
+`asyncio.run`) a call opens a client of its own and closes it afterwards: no
+connection outlives its loop, none leaks.
 """
 
 from __future__ import annotations
@@ -49,13 +50,20 @@ class ConfiguredRegistry:
         return f"ConfiguredRegistry({self.endpoint!r})"
 
     @asynccontextmanager
-    async def client(self) -> AsyncIterator[DistributionRegistry]:
-        """The client for one call: kept on a kept loop, else opened and closed around it."""
-        kept = aio.shared(("registry", self), lambda: DistributionRegistry(self.endpoint))
+    async def client(self, retry: RetryPolicy | None = None) -> AsyncIterator[DistributionRegistry]:
+        """The client for one call: kept on a kept loop, else opened and closed around it.
+
+        ``retry`` replaces the client's default policy (one kept client per policy).
+        """
+
+        def make() -> DistributionRegistry:
+            return DistributionRegistry(self.endpoint, retry=retry or RetryPolicy())
+
+        kept = aio.shared(("registry", self, retry), make)
         if kept is not None:
             yield kept
             return
-        async with DistributionRegistry(self.endpoint) as client:
+        async with make() as client:
             yield client
 
     async def resolve(self, ref: ImageRef) -> PinnedImage:
@@ -69,11 +77,11 @@ class ConfiguredRegistry:
     async def list_tags_if_changed(
         self, repository: Repository, validators: Validators
     ) -> TagListing:
-        async with DistributionRegistry(self.endpoint, retry=POLL_RETRY) as client:
+        async with self.client(POLL_RETRY) as client:
             return await client.list_tags_if_changed(repository, validators)
 
     async def check_tag(self, ref: ImageRef, *, digest: Digest, etag: str | None) -> TagCheck:
-        async with DistributionRegistry(self.endpoint, retry=POLL_RETRY) as client:
+        async with self.client(POLL_RETRY) as client:
             return await client.check_tag(ref, digest=digest, etag=etag)
 
     async def created(
