@@ -17,7 +17,7 @@ show the URL with its password masked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -247,15 +247,17 @@ def insert_ignoring_conflicts(
     Both backends support this form; no savepoint or exception is involved, so
     the surrounding transaction stays usable after a conflict.
     """
-    if is_postgresql(session):
-        statement: Any = postgresql_insert(table)
-    else:
-        statement = sqlite_insert(table)
+    statement = skipping_conflicts(
+        sa.inspect(table).local_table, conflict_columns, postgresql=is_postgresql(session)
+    )
     # RETURNING rather than rowcount: drivers differ on rowcount for ON CONFLICT.
     key = sa.inspect(table).primary_key[0]
-    statement = (
-        statement.values(**values)
-        .on_conflict_do_nothing(index_elements=conflict_columns)
-        .returning(key)
-    )
-    return session.execute(statement).first() is not None
+    return session.execute(statement.values(**values).returning(key)).first() is not None
+
+
+def skipping_conflicts(
+    table: sa.Table, conflict_columns: Sequence[str], *, postgresql: bool
+) -> sa.Insert:
+    """``INSERT ... ON CONFLICT (columns) DO NOTHING`` in the backend's dialect (both have it)."""
+    insert = postgresql_insert(table) if postgresql else sqlite_insert(table)
+    return insert.on_conflict_do_nothing(index_elements=list(conflict_columns))

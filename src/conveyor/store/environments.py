@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from conveyor.store import database
@@ -76,8 +74,9 @@ def list_history(session: Session, environment: str, *, limit: int = 100) -> lis
 
 @functools.cache
 def _insert_verification(postgresql: bool) -> sa.Insert:
-    insert = postgresql_insert(_verifications) if postgresql else sqlite_insert(_verifications)
-    return insert.on_conflict_do_nothing(index_elements=["digest", "environment", "run_id"])
+    return database.skipping_conflicts(
+        _verifications, ("digest", "environment", "run_id"), postgresql=postgresql
+    )
 
 
 def record_verification(

@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from conveyor.core import events as core_events
 from conveyor.core.errors import NotFound
+from conveyor.store import database
 from conveyor.store.tables import Event
 
 
@@ -87,12 +86,10 @@ _ORIGINALS = (
 _SQL_NULL = sa.null()
 _RETURNING = (_EVENTS.c.id, _EVENTS.c.endpoint, _EVENTS.c.delivery_id)
 _INSERTS: dict[str, Any] = {
-    "sqlite": sqlite_insert(_EVENTS)
-    .on_conflict_do_nothing(index_elements=["endpoint", "delivery_id"])
-    .returning(*_RETURNING),
-    "postgresql": postgresql_insert(_EVENTS)
-    .on_conflict_do_nothing(index_elements=["endpoint", "delivery_id"])
-    .returning(*_RETURNING),
+    name: database.skipping_conflicts(
+        _EVENTS, ("endpoint", "delivery_id"), postgresql=name == "postgresql"
+    ).returning(*_RETURNING)
+    for name in ("sqlite", "postgresql")
 }
 _COUNT_REDELIVERIES = (
     sa.update(_EVENTS)

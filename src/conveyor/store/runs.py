@@ -12,8 +12,6 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from conveyor.core.errors import NotFound
@@ -93,10 +91,9 @@ def create_run(
 @functools.cache
 def _insert_statements(postgresql: bool) -> tuple[sa.Insert, sa.Insert]:
     """Insert a run unless its (event, pipeline) already has one; insert steps. Built once."""
-    insert = postgresql_insert(_runs) if postgresql else sqlite_insert(_runs)
-    run = insert.on_conflict_do_nothing(index_elements=["event_id", "pipeline"]).returning(
-        _runs.c.id
-    )
+    run = database.skipping_conflicts(
+        _runs, ("event_id", "pipeline"), postgresql=postgresql
+    ).returning(_runs.c.id)
     return run, sa.insert(_steps)
 
 
