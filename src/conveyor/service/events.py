@@ -157,14 +157,6 @@ def _scan(event: RegistryEvent) -> dict[str, Any] | None:
 CLAIM_BATCH = 8
 
 
-def claim_pending(services: Services, *, owner: str) -> int | None:
-    """Take one pending event for processing."""
-    with unit_of_work(services.engine) as session:
-        return claims.claim_next_event(
-            session, worker=owner, lease=EVENT_LEASE, now=services.clock()
-        )
-
-
 def process_pending(services: Services, *, owner: str, limit: int | None = None) -> int:
     """Process pending events, oldest first (at most ``limit``); returns how many."""
     count = 0

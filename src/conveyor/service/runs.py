@@ -58,8 +58,9 @@ class Fixed:
     registry: str | None
     source_kind: str
     upstream_run_id: int | None = None
-    # Where the digest came from: "event" (the registry event's), "registry" (the tag
-    # resolved now), "rollback", "upstream run"; None without an image. Audited.
+    # Where the digest came from: "registry" (the tag resolved now), the request's
+    # ``pushed_from`` ("event", "poll", ...), "rollback", "run N"; None without an image.
+    # Audited as ``digest_from``.
     origin: str | None = None
 
 
