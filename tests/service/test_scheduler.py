@@ -259,3 +259,17 @@ def test_one_poller_per_source_across_processes_on_postgresql(
     second.release()
     first.services.engine.dispose()
     second.services.engine.dispose()
+
+
+def test_a_newest_policy_poll_picks_by_creation_time(
+    make_services: Callable[[str], Services], registry: InMemoryRegistry
+) -> None:
+    """Polling a `newest` source reads creation times: the latest build wins, not the greatest name."""
+    newest = FOLLOWED.replace("policy: {digest: {tag: stable}}", "policy: {newest: {}}")
+    assert "policy: {newest: {}}" in newest
+    services = make_services(newest)
+    registry.push("team/myapp", "zz-old", b"old", created=datetime(2026, 1, 1, tzinfo=UTC))
+    registry.push("team/myapp", "aa-new", b"new", created=datetime(2026, 6, 1, tzinfo=UTC))
+    assert len(Scheduler(services=services, owner="p1").tick()) == 1
+    assert [r["tag"] for r in _runs(services, "polled")] == ["aa-new"]
+    assert registry.config_reads == 2

@@ -126,9 +126,7 @@ async def _poll(
             tag = state.tag
             reason = "the tag list has not changed since the last poll"
         else:
-            chosen = versions.select(
-                [versions.TagInfo(t) for t in listing.tags], filter=tag_filter, policy=policy
-            )
+            chosen = await selection.choose_among(client, repository, artifact, listing.tags)
             tag = chosen.winner.tag if chosen.winner is not None else None
             reason = chosen.reason
 

@@ -8,7 +8,7 @@ registry's tags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from conveyor.config import models
@@ -47,13 +47,20 @@ async def select_tag(
     client = registries.client(artifact.registry)
     repository = repository_of(registries, artifact)
     tags = list(await client.list_tags(repository))
+    return await choose_among(client, repository, artifact, tags), tags
+
+
+async def choose_among(
+    client: Registry, repository: Repository, artifact: models.ArtifactSource, tags: Sequence[str]
+) -> versions.Selection:
+    """The policy's choice among ``tags`` (listed already); ``newest`` reads creation times."""
     tag_filter, policy = rule_of(artifact)
     created: Mapping[str, datetime | None] = {}
     if isinstance(policy, versions.NewestPolicy):
         inspected = versions.newest_candidates(tags, filter=tag_filter, policy=policy)
         created = await client.created(repository, inspected) if inspected else {}
     infos = [versions.TagInfo(tag, created=created.get(tag)) for tag in tags]
-    return versions.select(infos, filter=tag_filter, policy=policy), tags
+    return versions.select(infos, filter=tag_filter, policy=policy)
 
 
 def admit_pushed(name: str, artifact: models.ArtifactSource, pushed: PinnedImage) -> PinnedImage:
