@@ -12,7 +12,7 @@ from datetime import datetime
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.registry import _tasks, manifests
 from conveyor.registry.client import MAX_CONFIG_BYTES, DistributionRegistry
-from conveyor.registry.manifests import Manifest, Platform
+from conveyor.registry.manifests import Descriptor, Manifest, Platform
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,13 +59,30 @@ class ImageInfo:
         }
 
 
+def _image_children(index: Manifest) -> list[Descriptor]:
+    """An index's image manifests, without attestation entries (platform ``unknown``)."""
+    return [
+        child
+        for child in index.manifests
+        if child.media_type in manifests.IMAGE_TYPES
+        and (child.platform is None or child.platform.os != "unknown")
+    ]
+
+
+async def _config(
+    registry: DistributionRegistry, repository: Repository, manifest: Manifest
+) -> manifests.ImageConfig:
+    """The image's config (empty when it has none, or the OCI empty descriptor)."""
+    if manifest.config is None or manifest.config.media_type == manifests.OCI_EMPTY:
+        return manifests.ImageConfig(created=None, labels={}, platform=None)
+    raw = await registry.fetch_blob(repository, manifest.config.digest, limit=MAX_CONFIG_BYTES)
+    return manifests.parse_config(raw)
+
+
 async def _platform_image(
     registry: DistributionRegistry, repository: Repository, manifest: Manifest
 ) -> PlatformImage:
-    config = manifests.ImageConfig(created=None, labels={}, platform=None)
-    if manifest.config is not None and manifest.config.media_type != manifests.OCI_EMPTY:
-        raw = await registry.fetch_blob(repository, manifest.config.digest, limit=MAX_CONFIG_BYTES)
-        config = manifests.parse_config(raw)
+    config = await _config(registry, repository, manifest)
     return PlatformImage(
         digest=manifest.digest,
         media_type=manifest.media_type,
@@ -83,12 +100,7 @@ async def inspect_image(registry: DistributionRegistry, ref: ImageRef) -> ImageI
     top = await registry.fetch_manifest(repository, ref.digest or ref.reference)
     children: list[Manifest] = [top]
     if top.is_index:
-        wanted = [
-            child
-            for child in top.manifests
-            if child.media_type in manifests.IMAGE_TYPES
-            and (child.platform is None or child.platform.os != "unknown")
-        ]
+        wanted = _image_children(top)
         fetched: dict[int, Manifest] = {}
 
         async def fetch(i: int, digest: Digest) -> None:
@@ -127,22 +139,11 @@ async def created_time(registry: DistributionRegistry, ref: ImageRef) -> datetim
     """
     manifest = await registry.fetch_manifest(ref.repository, ref.reference)
     if manifest.is_index:
-        child = next(
-            (
-                c
-                for c in manifest.manifests
-                if c.media_type in manifests.IMAGE_TYPES
-                and (c.platform is None or c.platform.os != "unknown")
-            ),
-            None,
-        )
-        if child is None:
+        children = _image_children(manifest)
+        if not children:
             return None
-        manifest = await registry.fetch_manifest(ref.repository, child.digest)
-    if manifest.config is None or manifest.config.media_type == manifests.OCI_EMPTY:
-        return None
-    raw = await registry.fetch_blob(ref.repository, manifest.config.digest, limit=MAX_CONFIG_BYTES)
-    return parse_created(manifests.parse_config(raw).created)
+        manifest = await registry.fetch_manifest(ref.repository, children[0].digest)
+    return parse_created((await _config(registry, ref.repository, manifest)).created)
 
 
 async def created_times(
