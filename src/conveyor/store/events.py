@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,8 +83,6 @@ _ORIGINALS = (
     )
     .order_by(_EVENTS.c.id)
 )
-# SQL NULL for a JSON column (a plain None would store the JSON text 'null').
-_SQL_NULL = sa.null()
 _RETURNING = (_EVENTS.c.id, _EVENTS.c.endpoint, _EVENTS.c.delivery_id)
 _INSERTS: dict[str, Any] = {
     name: database.skipping_conflicts(
@@ -91,6 +90,13 @@ _INSERTS: dict[str, Any] = {
     ).returning(*_RETURNING)
     for name in ("sqlite", "postgresql")
 }
+# The advisory-lock namespace of inbox contents ("cnvy"), and the locking
+# statement: an aggregate reads its sorted subquery in order, one lock per row.
+_CONTENT_LOCKS = 0x636E7679
+_LOCK_CONTENTS = sa.text(
+    "SELECT count(pg_advisory_xact_lock(:namespace, h)) FROM "
+    "(SELECT h FROM unnest(CAST(:hashes AS integer[])) AS u(h) ORDER BY h) AS ordered"
+)
 _COUNT_REDELIVERIES = (
     sa.update(_EVENTS)
     .where(
@@ -130,6 +136,7 @@ def record_deliveries(
     stored_ids = _stored_ids(connection, {(d.endpoint, d.delivery_id) for d, _ in received})
     known: dict[str, list[tuple[int, datetime]]] = {}
     if duplicate_window is not None:
+        _lock_contents(connection, keys)
         since = min(at for _, at in received) - duplicate_window
         for row in connection.execute(_ORIGINALS, {"keys": sorted(set(keys)), "since": since}):
             known.setdefault(row.dedupe_key, []).append((row.id, _aware(row.received_at)))
@@ -195,6 +202,31 @@ def record_deliveries(
             ],
         )
     return [_outcome(plan, stored_ids) for plan in plans]
+
+
+def _lock_contents(connection: sa.Connection, keys: Sequence[str]) -> None:
+    """On PostgreSQL, serialise writers of the same content until this transaction ends.
+
+    The content check (a lookup of earlier rows with the same dedupe key) and
+    the insert are two statements: without this, two servers storing the same
+    change under different delivery ids at the same moment would each miss the
+    other's uncommitted row and both store it as new, starting two runs. A
+    transaction-level advisory lock per dedupe key makes the second writer wait
+    for the first one's commit; under READ COMMITTED its lookup, a new
+    statement, then sees that row. Locks are taken in one statement, in key
+    order, so two batches cannot deadlock. Their two-int keys (a namespace and
+    32 bits of the key's hash) cannot meet the singleton locks' 64-bit keys,
+    and a hash collision only makes unrelated writers take turns. SQLite needs
+    none of this: ``BEGIN IMMEDIATE`` already admits one writer at a time.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    hashes = sorted({_content_lock(key) for key in keys})
+    connection.execute(_LOCK_CONTENTS, {"namespace": _CONTENT_LOCKS, "hashes": hashes})
+
+
+def _content_lock(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
 
 
 def record_delivery(
@@ -270,7 +302,7 @@ def _row(delivery: Delivery, key: str, at: datetime) -> dict[str, Any]:
         "received_at": at,
         "status": "pending",
         "duplicate_of": None,
-        "outcome": _SQL_NULL,
+        "outcome": None,
         "redeliveries": 0,
         "attempts": 0,
     }

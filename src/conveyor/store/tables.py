@@ -74,8 +74,11 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY (64-bit anyway).
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
-JsonDocument = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite. Python None is
+# SQL NULL (not the JSON text 'null'), so `IS NULL` finds every absent document.
+JsonDocument = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
 
 
 def utc_now() -> datetime:

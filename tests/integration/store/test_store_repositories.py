@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from tests.support.times import NOW
+from tests.support.waiting import wait_until
 
 from conveyor.core.errors import Conflict, NotFound
 from conveyor.store import (
@@ -254,6 +256,54 @@ class TestEventsInbox:
         )
         assert copy.event.duplicate_of == original.event.id
 
+    @pytest.mark.postgres
+    @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+    def test_two_writers_of_the_same_content_store_one_original(self, engine):
+        """Two servers store one change under two delivery ids at once: one stays pending.
+
+        Writer A has looked up and inserted but not committed when writer B
+        stores the same content. B must wait for A's commit and then see A's
+        row; without the wait both rows would be pending and start two runs.
+        (SQLite is not tested here: BEGIN IMMEDIATE admits one writer at a time.)
+        """
+        window = timedelta(minutes=5)
+        outcome: list[events.Stored] = []
+        with engine.connect() as first:
+            with first.begin():
+                [a] = events.record_deliveries(
+                    first, [(_delivery("a"), NOW)], duplicate_window=window
+                )
+
+                def second_writer() -> None:
+                    with database.core_transaction(engine) as second:
+                        outcome.extend(
+                            events.record_deliveries(
+                                second, [(_delivery("b"), NOW)], duplicate_window=window
+                            )
+                        )
+
+                writer = threading.Thread(target=second_writer)
+                writer.start()
+
+                def waiting_or_done() -> bool:
+                    if not writer.is_alive():
+                        return True
+                    with engine.connect() as probe:
+                        return bool(
+                            probe.scalar(
+                                sa.text(
+                                    "SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                                )
+                            )
+                        )
+
+                wait_until(waiting_or_done, "the second writer to wait or finish")
+            writer.join(timeout=30)
+        assert not writer.is_alive()
+        [b] = outcome
+        assert (a.status, b.status, b.duplicate_of) == ("pending", "duplicate", a.id)
+
     def test_a_batch_records_what_one_delivery_after_another_would(self, engine):
         """One batch: new, redelivered (stored and in-batch), duplicated content, other endpoint.
 
@@ -314,6 +364,19 @@ class TestEventsInbox:
             raise RuntimeError("the commit never happens")
         with database.unit_of_work(engine, read_only=True) as session:
             assert session.scalar(sa.select(sa.func.count()).select_from(Event)) == 0
+
+    def test_absent_json_documents_are_sql_null(self, engine):
+        """No scan summary or outcome is SQL NULL, not the JSON text 'null' (`IS NULL` finds it)."""
+        scanned = _delivery("s", kind="scan_completed", scan_summary={"critical": 1})
+        with database.core_transaction(engine) as connection:
+            events.record_deliveries(connection, [(_delivery("p"), NOW), (scanned, NOW)])
+        with database.unit_of_work(engine, read_only=True) as session:
+            rows = session.execute(
+                sa.select(
+                    Event.delivery_id, Event.scan_summary.is_(None), Event.outcome.is_(None)
+                ).order_by(Event.delivery_id)
+            ).all()
+        assert [tuple(row) for row in rows] == [("p", True, True), ("s", False, True)]
 
     def test_processing_records_the_outcome(self, engine):
         """Marking an event processed stores which triggers matched and why others did not."""

@@ -77,6 +77,35 @@ class TestMigrations:
         assert schema.current(database_url) == schema.head_revision()
         assert schema.upgrade(database_url) == schema.head_revision()
 
+    def test_json_null_written_before_0003_becomes_sql_null(self, empty_database_url: str):
+        """Rows stored with the JSON text 'null' read as SQL NULL after the upgrade; data stays."""
+        schema.upgrade(empty_database_url, revision="0002")
+        engine = database.create_engine(empty_database_url)
+        document = "CAST({} AS JSONB)" if engine.dialect.name == "postgresql" else "{}"
+        insert = sa.text(
+            "INSERT INTO events (endpoint, sender, delivery_id, dedupe_key, kind, registry_host, "
+            "repository, scan_summary, outcome, received_at, status, redeliveries, attempts) "
+            "VALUES ('e', 'distribution', :id, 'k', 'push', 'r', 'team/app', "
+            f"{document.format(':summary')}, {document.format(':outcome')}, :at, 'pending', 0, 0)"
+        )
+        try:
+            with engine.begin() as connection:
+                for delivery_id, summary in (("old", "null"), ("scan", '{"critical": 1}')):
+                    connection.execute(
+                        insert, {"id": delivery_id, "summary": summary, "outcome": "null", "at": NOW}
+                    )
+            assert schema.upgrade(empty_database_url) == schema.head_revision()
+            with engine.connect() as connection:
+                rows = connection.execute(
+                    sa.text(
+                        "SELECT delivery_id, scan_summary IS NULL, outcome IS NULL "
+                        "FROM events ORDER BY delivery_id"
+                    )
+                ).all()
+        finally:
+            engine.dispose()
+        assert [tuple(row) for row in rows] == [("old", True, True), ("scan", False, True)]
+
     def test_current_of_an_empty_database_is_none(self, empty_database_url: str):
         """A database that was never migrated has no revision."""
         assert schema.current(empty_database_url) is None
