@@ -11,10 +11,12 @@ iss, aud, azp, sub, email, email_verified, iat, exp).
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -104,3 +106,52 @@ def unsigned(payload: dict[str, Any], header: dict[str, Any], secret: bytes | No
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class JwksServer:
+    """Google's certs endpoint, stood in for on a free 127.0.0.1 port (``with`` starts it).
+
+    ``document`` is what ``GET /certs`` answers, with ``cache_control``;
+    ``hits`` counts the GETs; clear ``gate`` to hold answers until it is set;
+    ``status`` other than 200 answers that status with no keys.
+    """
+
+    def __init__(self, *keys: SigningKey, cache_control: str = "public, max-age=3600") -> None:
+        self.document = jwks(*keys)
+        self.cache_control = cache_control
+        self.status = 200
+        self.hits = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.url = ""
+        self._serving: contextlib.ExitStack | None = None
+
+    def publish(self, *keys: SigningKey) -> None:
+        self.document = jwks(*keys)
+
+    def __enter__(self) -> JwksServer:
+        from tests.support.registry import QuietHandler, serve_http
+
+        server = self
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:
+                server.hits += 1
+                server.gate.wait(30)
+                if self.path != "/certs":
+                    self.reply(404)
+                elif server.status != 200:
+                    self.reply(server.status, b"unavailable")
+                else:
+                    headers = {"Content-Type": "application/json"}
+                    headers["Cache-Control"] = server.cache_control
+                    self.reply(200, server.document, headers)
+
+        self._serving = contextlib.ExitStack()
+        self.url = self._serving.enter_context(serve_http(Handler)) + "/certs"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.gate.set()
+        assert self._serving is not None
+        self._serving.close()
