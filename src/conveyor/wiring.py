@@ -14,7 +14,7 @@ from conveyor.core.credentials import Credentials, Secret
 from conveyor.core.errors import DatabaseUnavailable, InvalidInput, NotFound
 from conveyor.core.images import PinnedImage, Repository
 from conveyor.core.ports import Registry
-from conveyor.service.context import Services
+from conveyor.service.context import Services, WebhookKeys
 from conveyor.store import database, schema
 
 RegistryFactory = Callable[[models.Registry, Credentials | None], Registry]
@@ -109,7 +109,35 @@ def services(
         data_dir=settings.data_dir,
         base_env=settings_module.inherited_environ(),
         environ=environ,
+        webhook_keys=webhook_keys(definitions),
     )
+
+
+def webhook_keys(definitions: loader.Definitions) -> dict[str, WebhookKeys]:
+    """The signing keys of every ``auth: oidc`` endpoint; endpoints with one source share it.
+
+    Nothing is fetched here: the server starts the fetches when it starts
+    (``conveyor.jwks`` explains when keys are fetched again).
+    """
+    from conveyor import jwks
+
+    by_source: dict[str, jwks.JwksKeys] = {}
+    result: dict[str, WebhookKeys] = {}
+    for name, webhook in definitions.webhooks.items():
+        if webhook.auth != "oidc":
+            continue
+        if webhook.jwks_file is not None:
+            # Relative to the config files, like a kubeconfig.
+            path = (definitions.base_dir / Path(webhook.jwks_file).expanduser()).resolve()
+            source = f"jwks_file {path}"
+            fetch = jwks.file_fetcher(path)
+        else:
+            source = webhook.signing_keys_url
+            fetch = jwks.url_fetcher(source)
+        if source not in by_source:
+            by_source[source] = jwks.JwksKeys(fetch, source=source)
+        result[name] = by_source[source]
+    return result
 
 
 def open_database(url: str) -> sa.Engine:

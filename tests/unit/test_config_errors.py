@@ -186,6 +186,66 @@ CASES = [
         id="bad-webhook-format",
     ),
     pytest.param(
+        GOOD_HEAD + "webhooks:\n  hook: {format: distribution}\n",
+        "conveyor.yaml:14:3: webhooks.hook: required field 'secret_env' is missing (auth "
+        "'bearer' checks a shared secret",
+        id="webhook-without-secret",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n",
+        "conveyor.yaml:14:3: webhooks.gar: auth 'oidc' needs 'audience' (the push "
+        "subscription's audience",
+        id="oidc-without-audience",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n    audience: x\n"
+        "    secret_env: HOOK_SECRET\n",
+        "conveyor.yaml:18:17: webhooks.gar.secret_env: auth 'oidc' uses no shared secret",
+        id="oidc-with-secret",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    secret_env: HOOK_SECRET\n"
+        "    audience: https://c.example.com/hooks/gar\n",
+        "conveyor.yaml:17:15: webhooks.gar.audience: 'audience' is only used with auth 'oidc', "
+        "not 'bearer'",
+        id="audience-without-oidc",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n    audience: x\n"
+        "    jwks_url: http://keys.example.com/certs\n",
+        "conveyor.yaml:18:15: webhooks.gar.jwks_url: 'http://keys.example.com/certs' is plain http",
+        id="oidc-plain-http-keys",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n    audience: x\n"
+        "    jwks_url: keys.example.com\n",
+        "conveyor.yaml:18:15: webhooks.gar.jwks_url: 'keys.example.com' is not a URL",
+        id="oidc-keys-not-a-url",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n    audience: x\n"
+        "    jwks_file: keys.json\n    jwks_url: https://keys.example.com/certs\n",
+        "conveyor.yaml:14:3: webhooks.gar: give 'jwks_file' or 'jwks_url', not both",
+        id="oidc-two-key-sources",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n    audience: x\n"
+        "    email: pusher\n",
+        "conveyor.yaml:18:12: webhooks.gar.email: 'pusher' is not an email address",
+        id="oidc-bad-email",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n    audience: ''\n",
+        "conveyor.yaml:17:15: webhooks.gar.audience: is empty",
+        id="oidc-empty-audience",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar: {format: gar, auth: odic, audience: x}\n",
+        "conveyor.yaml:14:28: webhooks.gar.auth: the string 'odic' is not one of 'bearer', "
+        "'header', 'hmac-sha256', 'basic' or 'oidc' (did you mean 'oidc'?)",
+        id="misspelt-auth",
+    ),
+    pytest.param(
         GOOD_HEAD + "pipelines:\n  p:\n    steps:\n      - {type: approval, timeout: 5 minutes}\n",
         "conveyor.yaml:16:35: pipelines.p.steps[0].timeout: '5 minutes' is not a duration",
         id="bad-duration",

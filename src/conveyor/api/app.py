@@ -23,6 +23,7 @@ from conveyor.service import events
 from conveyor.service.context import Services
 from conveyor.service.inbox_writer import InboxWriter
 from conveyor.webhooks import check_size
+from conveyor.webhooks.oidc import UnknownSigningKey
 
 log = structlog.get_logger("conveyor.api")
 
@@ -60,7 +61,7 @@ class WebhookEndpoint:
             body = await _read_body(headers, receive)
             if body is None:
                 return  # the client went away before sending the whole body
-            prepared = events.prepare(self._services, name, headers=headers, body=body)
+            prepared = await self._prepare(name, headers, body)
         except Exception as error:  # refused: nothing was written
             response = await api_errors.handle(Request(scope), error)
             await response(scope, receive, send)
@@ -83,6 +84,21 @@ class WebhookEndpoint:
             "duplicates": result.duplicates,
         }
         await _send_json(send, 202, payload)
+
+    async def _prepare(self, name: str, headers: Headers, body: bytes) -> events.Prepared:
+        """Verify and parse; for a token signed with a key not held yet, refetch the keys once.
+
+        The fetch runs in the key set's own thread; awaiting it keeps the loop
+        serving, and concurrent deliveries naming the same new key share it.
+        """
+        try:
+            return events.prepare(self._services, name, headers=headers, body=body)
+        except UnknownSigningKey:
+            pending = events.refresh_keys(self._services, name)
+            if pending is None:  # fetched moments ago: the key is not there
+                raise
+        await asyncio.wrap_future(pending)
+        return events.prepare(self._services, name, headers=headers, body=body)
 
 
 class ConveyorApp(Starlette):
@@ -174,6 +190,8 @@ def build_app(services: Services, *, on_accepted: Callable[[int], None] | None =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for keys in services.webhook_keys.values():
+            keys.request_refresh()  # auth: oidc keys load in the background from the start
         try:
             yield
         finally:  # in-flight requests have finished: store anything still queued

@@ -8,9 +8,10 @@ rejects unknown keys. Cross-references are checked in ``references.py``.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from croniter import croniter
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from conveyor.config.fields import Duration, EnvName, Regex, Template
 from conveyor.config.selection import FilterConfig, PolicyConfig
@@ -294,25 +295,131 @@ WebhookFormat = Literal[
 ]
 
 
+# Pub/Sub push tokens are signed by Google; these are its published keys and issuers
+# (developers.google.com/identity/openid-connect/openid-connect#validatinganidtoken:
+# "iss" is https://accounts.google.com or accounts.google.com).
+GOOGLE_JWKS_URL = "https://www.googleapis.com/oauth2/v3/certs"
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+OIDC_FIELDS = ("audience", "email", "issuer", "jwks_file", "jwks_url")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 class Webhook(Strict):
     """An inbound endpoint served at /hooks/<name>."""
 
     format: WebhookFormat
     registry: str | None = Field(None, description="Registry the events come from.")
-    auth: Literal["bearer", "header", "hmac-sha256", "basic"] = "bearer"
+    auth: Literal["bearer", "header", "hmac-sha256", "basic", "oidc"] = "bearer"
     header: str | None = Field(None, description="Header carrying the secret (auth: header).")
-    secret_env: EnvName = Field(description="Variable holding the shared secret.")
+    secret_env: EnvName | None = Field(
+        None, description="Variable holding the shared secret (every auth but oidc)."
+    )
+    audience: str | None = Field(
+        None,
+        description="auth: oidc: the token's expected 'aud', the push subscription's audience "
+        "(Pub/Sub's default is the endpoint's URL).",
+    )
+    email: str | None = Field(
+        None,
+        description="auth: oidc: the service account the subscription pushes as "
+        "(the token's 'email', which must be verified).",
+    )
+    issuer: str | None = Field(
+        None,
+        description="auth: oidc: the token's expected 'iss'; default Google's "
+        "(https://accounts.google.com or accounts.google.com).",
+    )
+    jwks_file: str | None = Field(
+        None,
+        description="auth: oidc: a JWKS JSON file with the signing keys (relative to the "
+        "config files), instead of jwks_url.",
+    )
+    jwks_url: str | None = Field(
+        None,
+        description=f"auth: oidc: where the signing keys are fetched; default {GOOGLE_JWKS_URL}.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _no_inline(cls, data: Any) -> Any:  # noqa: ANN401
         return refuse_inline_secret(data, field="webhook")
 
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_for_shared_modes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("auth") == "oidc":
+            raise ValueError(
+                "auth 'oidc' uses no shared secret (the token is checked against the signing "
+                "keys); remove 'secret_env'"
+            )
+        return value
+
+    @field_validator(*OIDC_FIELDS)
+    @classmethod
+    def _oidc_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        auth = info.data.get("auth")
+        if value is not None and auth is not None and auth != "oidc":
+            raise ValueError(f"'{info.field_name}' is only used with auth 'oidc', not '{auth}'")
+        if value is not None and not value.strip():
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("@") != 1 or value != value.strip()):
+            raise ValueError(
+                f"'{value}' is not an email address; write the service account's, e.g. "
+                "pusher@my-project.iam.gserviceaccount.com"
+            )
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_jwks_url(value)
+
     @model_validator(mode="after")
-    def _header(self) -> Webhook:
+    def _auth_fields(self) -> Webhook:
         if self.auth == "header" and not self.header:
             raise ValueError("auth 'header' needs 'header' (the header's name)")
+        if self.auth != "oidc":
+            if self.secret_env is None:
+                raise ValueError(
+                    f"required field 'secret_env' is missing (auth '{self.auth}' checks a "
+                    "shared secret held in that environment variable)"
+                )
+            return self
+        if self.audience is None:
+            raise ValueError(
+                "auth 'oidc' needs 'audience' (the push subscription's audience: its "
+                "--push-auth-token-audience, by default the endpoint's URL)"
+            )
+        if self.jwks_file is not None and self.jwks_url is not None:
+            raise ValueError("give 'jwks_file' or 'jwks_url', not both")
         return self
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        """The accepted ``iss`` values of auth: oidc tokens."""
+        return (self.issuer,) if self.issuer is not None else GOOGLE_ISSUERS
+
+    @property
+    def signing_keys_url(self) -> str:
+        """Where auth: oidc keys are fetched when no ``jwks_file`` is given."""
+        return self.jwks_url or GOOGLE_JWKS_URL
+
+
+def _check_jwks_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"'{value}' is not a URL; write e.g. {GOOGLE_JWKS_URL}")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ValueError(
+            f"'{value}' is plain http: anyone on the way could swap the keys; use https "
+            "(plain http is allowed for loopback addresses only)"
+        )
+    return value
 
 
 class ConfigFile(Strict):

@@ -77,6 +77,8 @@ class WebhookFormat(Protocol):
         ``auth`` is the endpoint's mode: ``bearer``, ``header`` (secret in the
         header named ``header``), ``hmac-sha256`` (``sha256=<hex>`` of the body
         in ``X-Hub-Signature-256`` or ``header``) or ``basic`` (the password).
+        ``oidc`` (a signed token, no secret) is checked by ``webhooks.receive``
+        with the endpoint's verifier instead; here it is refused.
         """
         ...
 

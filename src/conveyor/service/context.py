@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from conveyor.config.loader import Definitions
 from conveyor.core.credentials import Credentials
 from conveyor.core.images import PinnedImage, Repository
 from conveyor.core.ports import Registry
+from conveyor.webhooks.oidc import SigningKeys
 
 
 class Registries(Protocol):
@@ -39,6 +41,16 @@ class Registries(Protocol):
         ...
 
 
+class WebhookKeys(SigningKeys, Protocol):
+    """An ``auth: oidc`` endpoint's signing keys (``conveyor.jwks.JwksKeys``).
+
+    ``get`` never does I/O; ``request_refresh`` starts a fetch in a thread and
+    returns the future to wait on, or None when none will start (rate limit).
+    """
+
+    def request_refresh(self) -> Future[None] | None: ...
+
+
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -56,3 +68,5 @@ class Services:
     base_env: Mapping[str, str] = field(default_factory=dict)
     # Process environment values that templates may use (after run parameters).
     environ: Mapping[str, str] = field(default_factory=dict)
+    # Signing keys of the auth: oidc webhook endpoints, by endpoint name.
+    webhook_keys: Mapping[str, WebhookKeys] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -21,6 +22,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from conveyor import aio, webhooks
+from conveyor.config.models import Webhook
 from conveyor.core import events as core_events
 from conveyor.core.credentials import Secret
 from conveyor.core.errors import ConveyorError, NotFound, WebhookRejected
@@ -31,6 +33,7 @@ from conveyor.service.context import Services
 from conveyor.store import audit, claims, tables
 from conveyor.store import events as inbox
 from conveyor.store.database import core_transaction, unit_of_work
+from conveyor.webhooks.oidc import OidcPolicy, OidcVerifier, UnknownSigningKey
 
 # Same kind+repository+digest+tag within this window is a duplicate (registries re-emit).
 DEDUPE_WINDOW = timedelta(minutes=10)
@@ -59,24 +62,25 @@ class Prepared:
 
 
 def prepare(services: Services, endpoint: str, *, headers: Headers, body: bytes) -> Prepared:
-    """Verify and parse one delivery; raises WebhookRejected or NotFound, writing nothing."""
+    """Verify and parse one delivery; raises WebhookRejected or NotFound, writing nothing.
+
+    Does no I/O (an ``auth: oidc`` endpoint's keys are looked up in memory), so
+    the server calls it on its event loop. ``UnknownSigningKey`` (a 401) means
+    the token names a key the held set lacks: ``refresh_keys``, wait, and call
+    this again once (what ``ingest`` and the HTTP endpoint do).
+    """
     webhook = services.definitions.webhooks.get(endpoint)
     if webhook is None:
         raise NotFound("webhook endpoint", endpoint)
-    secret_value = services.environ.get(webhook.secret_env)
-    if not secret_value:
-        raise WebhookRejected(
-            f"endpoint '{endpoint}' has no secret: {webhook.secret_env} is not set on the server",
-            status=401,
-        )
     now = services.clock()
     delivery = InboundDelivery(headers=headers, body=body, received_at=now)
     parsed = webhooks.receive(
         webhooks.FORMATS[webhook.format],
         delivery,
-        Secret(secret_value),
+        _secret(services, endpoint, webhook),
         auth=webhook.auth,
         header=webhook.header,
+        oidc=_oidc(services, endpoint, webhook),
     )
     # An endpoint tied to a configured registry speaks for it: its host wins over
     # whatever public name the sender uses (docker.io, harbor.example.com, ...).
@@ -88,6 +92,42 @@ def prepare(services: Services, endpoint: str, *, headers: Headers, body: bytes)
         deliveries=[_delivery(endpoint, event, default_registry) for event in parsed],
         received_at=now,
     )
+
+
+def _secret(services: Services, endpoint: str, webhook: Webhook) -> Secret:
+    if webhook.auth == "oidc" or webhook.secret_env is None:  # the config requires one otherwise
+        return Secret("")
+    secret_value = services.environ.get(webhook.secret_env)
+    if not secret_value:
+        raise WebhookRejected(
+            f"endpoint '{endpoint}' has no secret: {webhook.secret_env} is not set on the server",
+            status=401,
+        )
+    return Secret(secret_value)
+
+
+def _oidc(services: Services, endpoint: str, webhook: Webhook) -> OidcVerifier | None:
+    if webhook.auth != "oidc":
+        return None
+    keys = services.webhook_keys.get(endpoint)
+    if keys is None:
+        raise WebhookRejected(
+            f"endpoint '{endpoint}' (auth: oidc) has no signing keys on the server", status=401
+        )
+    policy = OidcPolicy(
+        audience=webhook.audience or "", issuers=webhook.issuers, email=webhook.email
+    )
+    return OidcVerifier(policy, keys)
+
+
+def refresh_keys(services: Services, endpoint: str) -> Future[None] | None:
+    """After ``UnknownSigningKey``: start refetching the endpoint's signing keys.
+
+    Returns the future to wait on before preparing the delivery again, or None
+    when no fetch will happen (no keys, or one was started moments ago).
+    """
+    keys = services.webhook_keys.get(endpoint)
+    return None if keys is None else keys.request_refresh()
 
 
 def store(
@@ -124,7 +164,15 @@ def ingest(services: Services, endpoint: str, *, headers: Headers, body: bytes) 
     endpoint does the same in two halves (``prepare``, then ``store`` through
     the group-commit ``InboxWriter``).
     """
-    [result] = store(services, [prepare(services, endpoint, headers=headers, body=body)])
+    try:
+        prepared = prepare(services, endpoint, headers=headers, body=body)
+    except UnknownSigningKey:
+        pending = refresh_keys(services, endpoint)
+        if pending is None:
+            raise
+        pending.result()
+        prepared = prepare(services, endpoint, headers=headers, body=body)
+    [result] = store(services, [prepared])
     return result
 
 

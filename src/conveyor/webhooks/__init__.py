@@ -6,9 +6,10 @@ order is the design:
 1. **Cap the body** (``check_size``, ``MAX_BODY_BYTES``) on Content-Length and
    while reading, before anything else: a flood of large bodies costs nothing.
 2. **Verify** (``WebhookFormat.verify``) the credential with
-   ``hmac.compare_digest``, before the body is parsed: nothing an
-   unauthenticated caller sends reaches a parser. Failure is a 401 that
-   changes nothing.
+   ``hmac.compare_digest``, or for ``auth: oidc`` the signed token
+   (``oidc.OidcVerifier``, keys passed in), before the body is parsed:
+   nothing an unauthenticated caller sends reaches a parser. Failure is a
+   401 that changes nothing.
 3. **Parse** (``WebhookFormat.parse``) into ``RegistryEvent`` values: content
    type, JSON and fields are checked, and failures are a 400 naming the
    problem. Parsing is pure, so it never half-stores anything.
@@ -40,6 +41,7 @@ from conveyor.webhooks.ecr import EcrWebhook
 from conveyor.webhooks.gar import GarWebhook
 from conveyor.webhooks.github import GitHubWebhook
 from conveyor.webhooks.harbor import HarborCloudEventsWebhook, HarborWebhook
+from conveyor.webhooks.oidc import OidcVerifier
 from conveyor.webhooks.quay import QuayWebhook
 
 __all__ = [
@@ -71,11 +73,17 @@ def receive(
     *,
     auth: str,
     header: str | None = None,
+    oidc: OidcVerifier | None = None,
 ) -> list[RegistryEvent]:
     """Cap, verify, then parse one delivery; raises WebhookRejected (413, 401 or 400).
 
-    The caller stores the returned events (possibly none) and only then replies 2xx.
+    ``auth: oidc`` is checked by ``oidc`` (the secret is not used), every other
+    mode by the format's ``verify`` with the secret. The caller stores the
+    returned events (possibly none) and only then replies 2xx.
     """
     check_size(len(delivery.body))
-    webhook_format.verify(delivery, secret, auth=auth, header=header)
+    if auth == "oidc" and oidc is not None:
+        oidc.verify(delivery)
+    else:  # verify_auth refuses oidc without a verifier
+        webhook_format.verify(delivery, secret, auth=auth, header=header)
     return webhook_format.parse(delivery)

@@ -35,7 +35,8 @@ JSON_CONTENT_TYPES = frozenset(
     }
 )
 
-AUTH_MODES = ("bearer", "header", "hmac-sha256", "basic")
+# oidc is checked by conveyor.webhooks.oidc (a signed token, no shared secret).
+AUTH_MODES = ("bearer", "header", "hmac-sha256", "basic", "oidc")
 GITHUB_SIGNATURE_HEADER = "X-Hub-Signature-256"
 # Echoed content types are sender-chosen text: keep them short in messages.
 _ECHO_LIMIT = 80
@@ -58,7 +59,7 @@ def check_content_type(delivery: InboundDelivery) -> None:
     media_type = raw.split(";", 1)[0].strip().lower()
     if media_type not in JSON_CONTENT_TYPES:
         raise WebhookRejected(
-            f"Content-Type '{_shown(media_type)}' is not JSON; expected one of {expected}"
+            f"Content-Type '{shown(media_type)}' is not JSON; expected one of {expected}"
         )
 
 
@@ -68,7 +69,17 @@ def check_content_type(delivery: InboundDelivery) -> None:
 def verify_auth(
     delivery: InboundDelivery, secret: Secret, *, auth: str, header: str | None
 ) -> None:
-    """Check the credential for one auth mode in constant time; raises WebhookRejected (401)."""
+    """Check the credential for one auth mode in constant time; raises WebhookRejected (401).
+
+    ``oidc`` is not checked here but by ``receive`` with the endpoint's
+    ``OidcVerifier``: without one it is refused.
+    """
+    if auth == "oidc":
+        raise WebhookRejected(
+            "auth 'oidc' needs the endpoint's audience and signing keys, which this check "
+            "was not given; refusing",
+            status=401,
+        )
     expected = secret.reveal()
     if not expected:
         raise WebhookRejected("the endpoint has no secret configured; refusing", status=401)
@@ -104,8 +115,13 @@ def _credentials(delivery: InboundDelivery, scheme: str) -> str:
     return credentials.strip()
 
 
+def bearer_credentials(delivery: InboundDelivery) -> str:
+    """What follows ``Bearer`` in the Authorization header (401 when missing or another scheme)."""
+    return _credentials(delivery, "Bearer")
+
+
 def _check_bearer(delivery: InboundDelivery, expected: str) -> None:
-    _compare(_credentials(delivery, "Bearer"), expected, what="Authorization bearer token")
+    _compare(bearer_credentials(delivery), expected, what="Authorization bearer token")
 
 
 def _check_basic(delivery: InboundDelivery, expected: str) -> None:
@@ -201,8 +217,8 @@ class Fields:
 
     def child(self, key: str) -> str:
         """The dotted path of one of this object's keys (sender-chosen keys shortened)."""
-        shown = _shown(key)
-        return f"{self.path}.{shown}" if self.path else shown
+        name = shown(key)
+        return f"{self.path}.{name}" if self.path else name
 
     def fail(self, path: str, problem: str) -> NoReturn:
         """Raise the 400 for one field."""
@@ -360,7 +376,8 @@ def _trim_fraction(text: str) -> str:
     return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}" if digits else text
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
+    """Sender-chosen text as shown in a message: at most 80 characters, ASCII."""
     # Key names can come from the sender (severity names, report types): keep
     # messages short and printable whatever was sent.
     if len(text) <= _ECHO_LIMIT and text.isascii():

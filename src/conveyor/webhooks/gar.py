@@ -12,9 +12,9 @@ Pub/Sub "Push subscriptions" and "Payload unwrapping"; FORMATS.md §4.6.
   ``…:tag``); either may be missing. The registry host and the repository
   (``project/repo/image``) come from them.
 
-Pub/Sub authenticates with a Google-signed OIDC JWT in Authorization; checking
-that needs Google's public keys, which this pure layer does not fetch. See
-docs/webhooks.md for what to configure instead.
+Pub/Sub authenticates with a Google-signed OIDC JWT in Authorization: configure
+``auth: oidc``, checked by ``conveyor.webhooks.oidc`` (not by this class's
+``verify``) against keys passed in; see docs/webhooks.md.
 """
 
 from __future__ import annotations
