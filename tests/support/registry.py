@@ -468,6 +468,37 @@ class ImageLayout:
     def _index(self) -> dict[str, Any]:
         return json.loads((self.path / "index.json").read_text())
 
+    def _blob(self, digest: str) -> Path:
+        return self.path / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    def _put_blob(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (self.path / "blobs" / "sha256" / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    def set_created_text(self, tag: str, created: str) -> None:
+        """Write ``created`` into the config of image ``tag`` as it is, valid RFC 3339 or not.
+
+        umoci only takes RFC 3339 times; this rewrites the config and manifest
+        blobs (and the index entry) for configs other tools write, e.g. without a zone.
+        """
+        index = self._index()
+        entry = next(
+            e
+            for e in index["manifests"]
+            if e.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
+        )
+        manifest = json.loads(self._blob(entry["digest"]).read_bytes())
+        config = json.loads(self._blob(manifest["config"]["digest"]).read_bytes())
+        config["created"] = created
+        raw_config = json.dumps(config).encode()
+        manifest["config"]["digest"] = self._put_blob(raw_config)
+        manifest["config"]["size"] = len(raw_config)
+        raw_manifest = json.dumps(manifest).encode()
+        entry["digest"] = self._put_blob(raw_manifest)
+        entry["size"] = len(raw_manifest)
+        (self.path / "index.json").write_text(json.dumps(index))
+
     def descriptor(self, tag: str) -> dict[str, Any]:
         """The layout's descriptor for ``tag``."""
         for entry in self._index()["manifests"]:
