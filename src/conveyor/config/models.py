@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
-from conveyor.config.fields import Duration, EnvName, Regex, Template
+from conveyor.config.fields import ChunkSize, Duration, EnvName, Regex, Template
 from conveyor.config.selection import FilterConfig, PolicyConfig
 from conveyor.config.steps import Step
 from conveyor.config.strict import Strict
@@ -92,6 +92,11 @@ class Registry(Strict):
     )
     credentials: Credentials | None = None
     tls: Tls = Field(default_factory=Tls)
+    chunk_size: ChunkSize | None = Field(
+        None,
+        description="Blobs larger than this are uploaded in PATCH chunks of this size "
+        "(e.g. 16MiB); default: one streamed PUT per blob.",
+    )
 
     @model_validator(mode="before")
     @classmethod
