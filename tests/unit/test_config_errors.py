@@ -246,6 +246,17 @@ CASES = [
         "conveyor.yaml:4:17: registries.main.chunk_size: 6GiB (6442450944 bytes) is out of range",
         id="chunk-size-too-large",
     ),
+    pytest.param(
+        GOOD_HEAD.replace("example.com\n", "example.com\n    token_flow: oauth2\n", 1),
+        "conveyor.yaml:2:3: registries.main: token_flow: oauth2 sends a username and password "
+        "(or an identity token) to the token service; add 'credentials'",
+        id="oauth2-without-credentials",
+    ),
+    pytest.param(
+        GOOD_HEAD.replace("example.com\n", "example.com\n    token_flow: post\n", 1),
+        "conveyor.yaml:4:17: registries.main.token_flow: the string 'post' is not one of",
+        id="unknown-token-flow",
+    ),
 ]
 
 

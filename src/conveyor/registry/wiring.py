@@ -37,6 +37,7 @@ def endpoint_for(definition: models.Registry, credentials: Credentials | None) -
         credentials=credentials,
         ca_file=definition.tls.ca_file,
         insecure=definition.tls.insecure,
+        token_flow=definition.token_flow,
     )
 
 
