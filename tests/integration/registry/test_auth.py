@@ -353,3 +353,38 @@ registries:
                 pinned = await registries.client("main").resolve(ref)
             assert str(pinned.digest) == token_image
             assert [(r.grant, r.status) for r in _since(token_issuer, start)] == expected
+
+    @pytest.mark.parametrize("setting", ["true", "path"])
+    async def test_configured_docker_config_carries_the_identity_token(
+        self, token_registry, token_issuer, token_image, ca, tmp_path, setting
+    ):
+        """`credentials: {docker_config: ...}` in the config reads config.json, identity token too."""
+        docker_dir = tmp_path / "docker"
+        docker_dir.mkdir()
+        identity = token_issuer.issue_refresh_token(TOKEN_USER)
+        (docker_dir / "config.json").write_text(
+            json.dumps({"auths": {token_registry.host: {"identitytoken": identity}}})
+        )
+        value = "true" if setting == "true" else str(docker_dir / "config.json")
+        config = tmp_path / "conveyor.yaml"
+        config.write_text(
+            f"""\
+registries:
+  main:
+    url: {token_registry.url}
+    credentials: {{docker_config: {value}}}
+    tls: {{ca_file: {ca.ca_file}}}
+"""
+        )
+        definitions = loader.load(config)
+        registries = wiring.ConfiguredRegistries(
+            definitions.registries, {"DOCKER_CONFIG": str(docker_dir)} if setting == "true" else {}
+        )
+        start = len(token_issuer.requests)
+        pinned = await registries.client("main").resolve(
+            ImageRef.parse(f"{token_registry.host}/team/app:v1")
+        )
+        assert str(pinned.digest) == token_image
+        assert [(r.grant, r.user) for r in _since(token_issuer, start)] == [
+            ("refresh_token", TOKEN_USER)
+        ]

@@ -198,3 +198,19 @@ class TestEndpoint:
         assert "hunter2-Secret" not in repr(endpoint) and "'u'" in repr(endpoint)
         assert endpoint.url == "https://r.example"
         assert RegistryEndpoint.for_host("docker.io").url == "https://registry-1.docker.io"
+
+    def test_repr_hides_the_identity_token(self):
+        """An identity token (OAuth2 refresh token) is masked like a password."""
+        credentials = Credentials(
+            username="", password=Secret(""), identity_token=Secret("identity-Token-5")
+        )
+        endpoint = RegistryEndpoint.for_host("r.example", credentials=credentials)
+        assert "identity-Token-5" not in repr(endpoint) + repr(credentials)
+
+    def test_unknown_token_flow_is_refused(self):
+        """token_flow is auto or oauth2; anything else is InvalidInput naming the registry."""
+        with pytest.raises(errors.InvalidInput) as caught:
+            RegistryEndpoint(host="r.example", url="https://r.example", token_flow="post")  # type: ignore[arg-type]
+        assert str(caught.value) == (
+            "registry r.example: token_flow 'post' is not one of auto, oauth2"
+        )
