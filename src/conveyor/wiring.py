@@ -46,7 +46,14 @@ class ConfiguredRegistries:
         return definition
 
     def credentials(self, name: str) -> Credentials | None:
-        reference = self.definition(name).credentials
+        definition = self.definition(name)
+        reference = definition.credentials
+        if reference is not None and reference.docker_config:
+            from conveyor.registry import dockerconfig
+
+            return dockerconfig.load_credentials(
+                definition.host, path=self.docker_config_path(reference.docker_config)
+            )
         if reference is None or reference.username_env is None or reference.password_env is None:
             return None
         missing = [
@@ -61,6 +68,13 @@ class ConfiguredRegistries:
             username=self.environ[reference.username_env],
             password=Secret(self.environ[reference.password_env]),
         )
+
+    def docker_config_path(self, setting: bool | str) -> Path:
+        """``docker_config: true``: ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``."""
+        if isinstance(setting, str):
+            return Path(setting).expanduser()
+        directory = self.environ.get("DOCKER_CONFIG")
+        return Path(directory) / "config.json" if directory else Path.home() / ".docker/config.json"
 
     async def transfer(
         self,

@@ -4,7 +4,9 @@
   127.0.0.1 port, optionally with htpasswd Basic auth, token auth and TLS.
 - ``TokenIssuer``: a small token server following distribution's token spec
   (v2.8.2 ``docs/spec/auth/token.md`` and ``jwt.md``): Basic credentials in,
-  a JWT signed RS256 with an ``x5c`` chain to the registry's ``rootcertbundle``.
+  a JWT signed RS256 with an ``x5c`` chain to the registry's ``rootcertbundle``;
+  also the OAuth2 POST flow (``oauth.md``: password and refresh-token grants),
+  and either flow can be switched off.
 - ``TestCA``: a throw-away CA issuing the token-signing and TLS certificates.
 - ``ImageLayout``: OCI images built with ``umoci`` (no root, no daemon), an
   index written by hand, pushed with ``skopeo``; ``skopeo_digest`` hashes what
@@ -21,6 +23,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -200,20 +203,40 @@ class QuietHandler(BaseHTTPRequestHandler):
 Policy = Callable[[str | None, str], set[str]]
 
 
+@dataclass(frozen=True)
+class TokenRequest:
+    """One request the issuer answered: ``grant`` is get, password or refresh_token."""
+
+    grant: str
+    user: str | None
+    scopes: list[str]
+    status: int
+    form: dict[str, str] = field(default_factory=dict)  # POST fields, secrets masked
+
+
 @dataclass
 class TokenIssuer:
-    """A distribution token server: ``GET /token?service=&scope=...`` with Basic credentials.
+    """A distribution token server: GET (Basic credentials) and OAuth2 POST.
 
-    ``users`` maps username to password; ``policy(user, repository)`` gives the
-    actions allowed (``user`` is None for anonymous). The token grants the
+    ``GET /token?service=&scope=...`` with Basic credentials (token.md), and
+    ``POST /token`` form-encoded (oauth.md) with ``grant_type=password``
+    (``access_type=offline`` adds a ``refresh_token``) or
+    ``grant_type=refresh_token``. ``refuse_get`` (e.g. 404 or 405) makes GET
+    answer that status, as OAuth2-only token services do; ``refuse_post``
+    does the same for POST, as token services without OAuth2 do.
+    ``users`` maps username to password; ``policy(user, repository)`` gives
+    the actions allowed (``user`` is None for anonymous). The token grants the
     intersection of asked and allowed actions, as the spec says. Every
-    request's scopes are recorded in ``requests``.
+    request is recorded in ``requests``.
     """
 
     ca: TestCA
     users: dict[str, str]
     policy: Policy
-    requests: list[tuple[str | None, list[str]]] = field(default_factory=list)
+    refuse_get: int | None = None
+    refuse_post: int | None = None
+    requests: list[TokenRequest] = field(default_factory=list)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> user
     url: str = ""
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -225,7 +248,10 @@ class TokenIssuer:
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
-                issuer._handle(self)
+                issuer._handle_get(self)
+
+            def do_POST(self) -> None:
+                issuer._handle_post(self)
 
         base = self._stack.enter_context(serve_http(Handler))
         self.url = f"{base}/token"
@@ -233,6 +259,26 @@ class TokenIssuer:
 
     def stop(self) -> None:
         self._stack.close()
+
+    def issue_refresh_token(self, user: str) -> str:
+        """A refresh token for ``user``, as ``docker login`` stores it (``identitytoken``)."""
+        token = secrets.token_urlsafe(32)
+        self.refresh_tokens[token] = user
+        return token
+
+    @contextlib.contextmanager
+    def refusing(self, *, get: int | None = None, post: int | None = None) -> Iterator[None]:
+        """Refuse GET and/or POST with these statuses for a while (then as before)."""
+        saved = self.refuse_get, self.refuse_post
+        self.refuse_get, self.refuse_post = get, post
+        try:
+            yield
+        finally:
+            self.refuse_get, self.refuse_post = saved
+
+    def grants(self) -> list[str]:
+        """The grant of every request so far, in order (get, password, refresh_token)."""
+        return [r.grant for r in self.requests]
 
     def _user(self, header: str | None) -> tuple[bool, str | None]:
         if not header:
@@ -243,14 +289,76 @@ class TokenIssuer:
         user, _, password = base64.b64decode(value).decode().partition(":")
         return self.users.get(user) == password, user
 
-    def _handle(self, handler: QuietHandler) -> None:
+    def _handle_get(self, handler: QuietHandler) -> None:
         query = parse_qs(urlsplit(handler.path).query)
         ok, user = self._user(handler.headers.get("Authorization"))
         scopes = [s for value in query.get("scope", []) for s in value.split(" ") if s]
-        self.requests.append((user, scopes))
+        if self.refuse_get:
+            self.requests.append(TokenRequest("get", user, scopes, self.refuse_get))
+            handler.reply(self.refuse_get, b"404 page not found")
+            return
         if not ok:
+            self.requests.append(TokenRequest("get", user, scopes, 401))
             handler.reply(401, b'{"details":"invalid credentials"}')
             return
+        self.requests.append(TokenRequest("get", user, scopes, 200))
+        token = self.sign(user or "", self._access(user, scopes))
+        body = {"token": token, "access_token": token, "expires_in": 300}
+        self._reply_token(handler, body)
+
+    def _handle_post(self, handler: QuietHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length).decode() if length else ""
+        form = {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        masked = {k: ("***" if k in ("password", "refresh_token") else v) for k, v in form.items()}
+        grant = form.get("grant_type", "")
+        scopes = [s for s in form.get("scope", "").split(" ") if s]
+        user: str | None = None
+
+        def answer(status: int, body: dict[str, Any]) -> None:
+            self.requests.append(TokenRequest(grant, user, scopes, status, masked))
+            if status == 200:
+                self._reply_token(handler, body)
+            else:
+                handler.reply(
+                    status, json.dumps(body).encode(), {"Content-Type": "application/json"}
+                )
+
+        if self.refuse_post:
+            self.requests.append(TokenRequest(grant, None, scopes, self.refuse_post, masked))
+            handler.reply(self.refuse_post, b"404 page not found")
+            return
+        content_type = handler.headers.get("Content-Type", "")
+        if not content_type.startswith("application/x-www-form-urlencoded"):
+            answer(400, {"error": "invalid_request", "error_description": "not a form"})
+            return
+        if not form.get("client_id") or form.get("service") != TOKEN_SERVICE:
+            answer(400, {"error": "invalid_request", "error_description": "client_id, service"})
+            return
+        refresh = None
+        if grant == "password":
+            user = form.get("username", "")
+            if self.users.get(user) != form.get("password"):
+                answer(401, {"error": "invalid_grant"})
+                return
+            if form.get("access_type") == "offline":
+                refresh = self.issue_refresh_token(user)
+        elif grant == "refresh_token":
+            refresh = form.get("refresh_token", "")
+            user = self.refresh_tokens.get(refresh)
+            if user is None:
+                answer(401, {"error": "invalid_grant"})
+                return
+        else:
+            answer(400, {"error": "unsupported_grant_type"})
+            return
+        token = self.sign(user, self._access(user, scopes))
+        body = {"access_token": token, "expires_in": 300, "scope": " ".join(scopes)}
+        if refresh:
+            body["refresh_token"] = refresh
+        answer(200, body)
+
+    def _access(self, user: str | None, scopes: list[str]) -> dict[str, set[str]]:
         access: dict[str, set[str]] = {}
         for scope in scopes:
             kind, _, rest = scope.partition(":")
@@ -259,16 +367,12 @@ class TokenIssuer:
                 continue
             granted = set(actions.split(",")) & self.policy(user, name)
             access.setdefault(name, set()).update(granted)
-        token = self.sign(user or "", access)
-        body = json.dumps(
-            {
-                "token": token,
-                "access_token": token,
-                "expires_in": 300,
-                "issued_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
-        ).encode()
-        handler.reply(200, body, {"Content-Type": "application/json"})
+        return access
+
+    def _reply_token(self, handler: QuietHandler, body: dict[str, Any]) -> None:
+        body["issued_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        data = json.dumps(body).encode()
+        handler.reply(200, data, {"Content-Type": "application/json"})
 
     def sign(self, subject: str, access: dict[str, set[str]]) -> str:
         """An RS256 JWT with an x5c chain (leaf, CA) that registry 2.8.2 accepts."""
@@ -467,6 +571,37 @@ class ImageLayout:
 
     def _index(self) -> dict[str, Any]:
         return json.loads((self.path / "index.json").read_text())
+
+    def _blob(self, digest: str) -> Path:
+        return self.path / "blobs" / "sha256" / digest.removeprefix("sha256:")
+
+    def _put_blob(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        (self.path / "blobs" / "sha256" / digest).write_bytes(data)
+        return f"sha256:{digest}"
+
+    def set_created_text(self, tag: str, created: str) -> None:
+        """Write ``created`` into the config of image ``tag`` as it is, valid RFC 3339 or not.
+
+        umoci only takes RFC 3339 times; this rewrites the config and manifest
+        blobs (and the index entry) for configs other tools write, e.g. without a zone.
+        """
+        index = self._index()
+        entry = next(
+            e
+            for e in index["manifests"]
+            if e.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
+        )
+        manifest = json.loads(self._blob(entry["digest"]).read_bytes())
+        config = json.loads(self._blob(manifest["config"]["digest"]).read_bytes())
+        config["created"] = created
+        raw_config = json.dumps(config).encode()
+        manifest["config"]["digest"] = self._put_blob(raw_config)
+        manifest["config"]["size"] = len(raw_config)
+        raw_manifest = json.dumps(manifest).encode()
+        entry["digest"] = self._put_blob(raw_manifest)
+        entry["size"] = len(raw_manifest)
+        (self.path / "index.json").write_text(json.dumps(index))
 
     def descriptor(self, tag: str) -> dict[str, Any]:
         """The layout's descriptor for ``tag``."""

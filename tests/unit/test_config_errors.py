@@ -288,6 +288,35 @@ CASES = [
         "placeholder like '${R_VERSION}'",
         id="bad-template",
     ),
+    pytest.param(
+        GOOD_HEAD.replace("example.com\n", "example.com\n    chunk_size: lots\n", 1),
+        "conveyor.yaml:4:17: registries.main.chunk_size: 'lots' is not a size; write a number "
+        "of bytes or a number with a unit (KiB, MiB, GiB, or KB, MB, GB), e.g. 16MiB; "
+        "between 64KiB and 5GiB",
+        id="chunk-size-not-a-size",
+    ),
+    pytest.param(
+        GOOD_HEAD.replace("example.com\n", "example.com\n    chunk_size: 4KiB\n", 1),
+        "conveyor.yaml:4:17: registries.main.chunk_size: 4KiB (4096 bytes) is out of range; "
+        "the chunk size is between 64KiB and 5GiB",
+        id="chunk-size-too-small",
+    ),
+    pytest.param(
+        GOOD_HEAD.replace("example.com\n", "example.com\n    chunk_size: 6GiB\n", 1),
+        "conveyor.yaml:4:17: registries.main.chunk_size: 6GiB (6442450944 bytes) is out of range",
+        id="chunk-size-too-large",
+    ),
+    pytest.param(
+        GOOD_HEAD.replace("example.com\n", "example.com\n    token_flow: oauth2\n", 1),
+        "conveyor.yaml:2:3: registries.main: token_flow: oauth2 sends a username and password "
+        "(or an identity token) to the token service; add 'credentials'",
+        id="oauth2-without-credentials",
+    ),
+    pytest.param(
+        GOOD_HEAD.replace("example.com\n", "example.com\n    token_flow: post\n", 1),
+        "conveyor.yaml:4:17: registries.main.token_flow: the string 'post' is not one of",
+        id="unknown-token-flow",
+    ),
 ]
 
 

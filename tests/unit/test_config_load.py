@@ -79,6 +79,16 @@ class TestLocations:
         definitions = loader.load(tmp_path)
         assert list(definitions.sources) == ["s"]
 
+    @pytest.mark.parametrize(
+        ("written", "size"),
+        [("16MiB", 16 * 1024**2), ("512 KiB", 512 * 1024), ("20MB", 20_000_000), (65536, 65536)],
+    )
+    def test_chunk_size_units(self, tmp_path: Path, written: object, size: int) -> None:
+        """A registry's `chunk_size` takes bytes or a size with a binary or decimal unit."""
+        path = tmp_path / "conveyor.yaml"
+        path.write_text(f"registries:\n  r: {{url: https://r.example, chunk_size: {written}}}\n")
+        assert loader.load(path).registries["r"].chunk_size == size
+
     def test_parameters_shorthand(self, tmp_path: Path) -> None:
         """`R_VERSION: 1.4` is short for a parameter with that default, kept as text."""
         path = tmp_path / "c.yaml"

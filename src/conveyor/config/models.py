@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from croniter import croniter
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from conveyor.config.fields import Duration, EnvName, Regex, Template
+from conveyor.config.fields import ChunkSize, Duration, EnvName, Regex, Template
 from conveyor.config.selection import FilterConfig, PolicyConfig
 from conveyor.config.steps import Step
 from conveyor.config.strict import Strict
@@ -93,6 +93,16 @@ class Registry(Strict):
     )
     credentials: Credentials | None = None
     tls: Tls = Field(default_factory=Tls)
+    token_flow: Literal["auto", "oauth2"] = Field(
+        "auto",
+        description="How bearer tokens are fetched: auto (GET, OAuth2 POST when the token "
+        "service refuses GET) or oauth2 (OAuth2 POST with the password, then the refresh token).",
+    )
+    chunk_size: ChunkSize | None = Field(
+        None,
+        description="Blobs larger than this are uploaded in PATCH chunks of this size "
+        "(e.g. 16MiB); default: one streamed PUT per blob.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -109,6 +119,15 @@ class Registry(Strict):
         for url in (self.url, self.internal_url):
             if url and url.startswith("http://") and not self.tls.insecure:
                 raise ValueError(f"'{url}' is plain http; set tls.insecure: true to allow it")
+        return self
+
+    @model_validator(mode="after")
+    def _oauth2_needs_credentials(self) -> Registry:
+        if self.token_flow == "oauth2" and self.credentials is None:
+            raise ValueError(
+                "token_flow: oauth2 sends a username and password (or an identity token) "
+                "to the token service; add 'credentials', or leave token_flow at auto"
+            )
         return self
 
     @property

@@ -29,7 +29,13 @@ class Secret:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credentials:
-    """A username and password (or token) for one registry."""
+    """A username and password (or token) for one registry.
+
+    ``identity_token`` is an OAuth2 refresh token (docker's ``identitytoken``
+    after ``docker login`` to a registry whose token service issued one); the
+    password is then usually empty.
+    """
 
     username: str
     password: Secret
+    identity_token: Secret | None = None

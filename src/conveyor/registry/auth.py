@@ -8,6 +8,25 @@ request needs), cache it until it expires, and resend. Once a registry's scheme
 is known, later requests carry credentials up front, so streamed uploads are
 not sent twice. A cross-repository mount (``?from=``) widens the scope with
 ``repository:<from>:pull`` (FORMATS.md 1.6).
+
+Tokens come from the realm in one of two ways:
+
+- ``GET <realm>?service=&scope=`` with Basic credentials (token spec), the
+  default, which every token service serves;
+- ``POST <realm>``, form-encoded, the OAuth2 flow of distribution's
+  ``docs/spec/auth/oauth.md``: ``grant_type=password`` (username, password,
+  ``access_type=offline``) or ``grant_type=refresh_token``, with ``service``,
+  space-separated ``scope`` and ``client_id=conveyor``. The answer's
+  ``access_token`` is the token; a ``refresh_token`` in it is kept (in
+  memory) and asked with for every later token instead of the password.
+
+POST is used when the token service answers the GET with 404 or 405
+(remembered for the registry), when the registry's ``token_flow`` is
+``oauth2``, and when the credentials carry an identity token (docker's
+``config.json`` ``identitytoken``, a refresh token) -- as docker does. A 404
+to a password POST falls back to GET (as oauth.md says); a rejected refresh
+token falls back to the password when there is one. Passwords and tokens
+never appear in messages.
 """
 
 from __future__ import annotations
@@ -17,17 +36,30 @@ import json
 import re
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import unquote
 
 import httpx
 
-from conveyor.core.credentials import Credentials
+from conveyor.core.credentials import Credentials, Secret
 from conveyor.core.errors import RegistryUnauthorized
 
 # Tokens without expires_in last 60 s (token spec); renew this long before expiry.
 DEFAULT_TOKEN_LIFETIME = 60.0
 EXPIRY_MARGIN = 10.0
+# How tokens are asked for: "auto" (GET; POST when GET is refused or an
+# identity token is held) or "oauth2" (POST first; GET after a 404).
+TokenFlow = Literal["auto", "oauth2"]
+TOKEN_FLOWS: tuple[TokenFlow, ...] = ("auto", "oauth2")
+# The OAuth2 client_id sent with POST token requests (oauth.md: any meaningful name).
+OAUTH_CLIENT_ID = "conveyor"
+# Token-endpoint answers to a GET that mean "this endpoint takes POST only".
+GET_REFUSED = frozenset({404, 405})
+# Answers to a POST grant that mean the grant (password or refresh token) was refused
+# (RFC 6749 5.2: 400 invalid_grant, 401 invalid_client).
+GRANT_REFUSED = frozenset({400, 401, 403})
+Method = Literal["get", "password", "refresh"]
 _PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _REPO_PATH_RE = re.compile(r"/v2/(?P<name>.+?)/(?:manifests|blobs|tags|referrers)(?:/|$)")
 
@@ -73,6 +105,15 @@ class _Token:
     expires_at: float
 
 
+@dataclass(slots=True)
+class _Fetch:
+    """One token fetch: its scopes, the way being tried and the ways tried already."""
+
+    scopes: frozenset[str]
+    method: Method
+    tried: set[Method] = field(default_factory=set)
+
+
 class RegistryAuth(httpx.Auth):
     """Authenticates to one registry; holds its token cache. Never logs a credential."""
 
@@ -81,24 +122,37 @@ class RegistryAuth(httpx.Auth):
         credentials: Credentials | None,
         *,
         registry: str,
+        token_flow: TokenFlow = "auto",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._credentials = credentials
         self._registry = registry
+        self._token_flow = token_flow
         self._clock = clock
         self._scheme: str | None = None
         self._bearer: dict[str, str] = {}
         self._tokens: list[_Token] = []
+        # The OAuth2 refresh token: docker's identity token, or one the token service gave.
+        self._refresh: Secret | None = credentials.identity_token if credentials else None
+        self._post = token_flow == "oauth2"  # POST with the password (configured or learnt)
+        self._post_refused = False  # the token service answered a POST with 404/405
         self.token_requests: list[frozenset[str]] = []  # scopes asked for, for diagnostics
 
     def __repr__(self) -> str:
-        return f"RegistryAuth(registry={self._registry!r}, scheme={self._scheme!r})"
+        return (
+            f"RegistryAuth(registry={self._registry!r}, scheme={self._scheme!r}, "
+            f"token_flow={self._token_flow!r})"
+        )
 
     def _basic_header(self) -> str | None:
-        if self._credentials is None:
+        if self._credentials is None or not self._credentials.password:
             return None
         pair = f"{self._credentials.username}:{self._credentials.password.reveal()}"
         return "Basic " + base64.b64encode(pair.encode()).decode()
+
+    @property
+    def _has_password(self) -> bool:
+        return self._credentials is not None and bool(self._credentials.password)
 
     def _cached(self, scopes: frozenset[str]) -> str | None:
         now = self._clock()
@@ -108,41 +162,147 @@ class RegistryAuth(httpx.Auth):
                 return token.value
         return None
 
-    def _token_request(self, scopes: frozenset[str]) -> httpx.Request:
-        realm = self._bearer.get("realm", "")
-        params: list[tuple[str, str | int | float | bool | None]] = []
-        if self._bearer.get("service"):
-            params.append(("service", self._bearer["service"]))
-        params.extend(("scope", scope) for scope in sorted(scopes))
-        headers = {}
-        basic = self._basic_header()
-        if basic:
-            headers["Authorization"] = basic
-        self.token_requests.append(scopes)
-        return httpx.Request("GET", realm, params=params, headers=headers)
+    # -- fetching a token: GET, or OAuth2 POST, with fallbacks ---------------
 
-    def _store_token(self, scopes: frozenset[str], response: httpx.Response) -> str:
+    def _first_method(self) -> Method:
+        if self._refresh is not None and not self._post_refused:
+            return "refresh"
+        if self._post and self._has_password and not self._post_refused:
+            return "password"
+        return "get"
+
+    def _start_fetch(self, scopes: frozenset[str]) -> tuple[_Fetch, httpx.Request | str]:
+        fetch = _Fetch(scopes, self._first_method())
+        return fetch, self._token_request(fetch)
+
+    def _token_request(self, fetch: _Fetch) -> httpx.Request:
+        fetch.tried.add(fetch.method)
+        self.token_requests.append(fetch.scopes)
         realm = self._bearer.get("realm", "")
-        if response.status_code in (401, 403):
+        service = self._bearer.get("service", "")
+        if fetch.method == "get":
+            params: list[tuple[str, str | int | float | bool | None]] = []
+            if service:
+                params.append(("service", service))
+            params.extend(("scope", scope) for scope in sorted(fetch.scopes))
+            headers = {}
+            basic = self._basic_header()
+            if basic:
+                headers["Authorization"] = basic
+            return httpx.Request("GET", realm, params=params, headers=headers)
+        form = {"client_id": OAUTH_CLIENT_ID}
+        if service:
+            form["service"] = service
+        if fetch.scopes:
+            form["scope"] = " ".join(sorted(fetch.scopes))
+        if fetch.method == "refresh":
+            assert self._refresh is not None, "a refresh grant needs a refresh token"
+            form |= {"grant_type": "refresh_token", "refresh_token": self._refresh.reveal()}
+        else:
+            assert self._credentials is not None, "a password grant needs credentials"
+            form |= {
+                "grant_type": "password",
+                "username": self._credentials.username,
+                "password": self._credentials.password.reveal(),
+                "access_type": "offline",
+            }
+        return httpx.Request("POST", realm, data=form)
+
+    def _answer(self, fetch: _Fetch, response: httpx.Response) -> httpx.Request | str:
+        """The token, or the next token request to send; raises when none is left to try."""
+        status = response.status_code
+        if status == 200:
+            return self._store_token(fetch, response)
+        realm = self._bearer.get("realm", "")
+        where = f"the token service {realm} of {self._registry}"
+        if fetch.method == "get" and status in GET_REFUSED:
+            # A token service that serves only the OAuth2 POST flow.
+            self._post = True
+            if self._refresh is not None and "refresh" not in fetch.tried:
+                return self._next(fetch, "refresh")
+            if self._has_password and "password" not in fetch.tried:
+                return self._next(fetch, "password")
             raise RegistryUnauthorized(
-                f"the token service {realm} of {self._registry} rejected the credentials "
-                f"({response.status_code}); check the username and password for {self._registry}",
+                f"{where} answered the token request (GET) with HTTP {status}: it takes "
+                f"only the OAuth2 POST flow, which needs credentials; configure a username "
+                f"and password (or docker login) for {self._registry}",
                 registry=self._registry,
             )
+        if fetch.method != "get" and status in GET_REFUSED:
+            # oauth.md: a token service without OAuth2 answers the POST with 404.
+            self._post, self._post_refused = False, True
+            if fetch.method == "password" and "get" not in fetch.tried:
+                return self._next(fetch, "get")
+            if fetch.method == "password":
+                raise RegistryUnauthorized(
+                    f"{where} answered both token requests, GET and OAuth2 POST, with "
+                    f"HTTP {status}; check the realm the registry {self._registry} names",
+                    registry=self._registry,
+                )
+            raise RegistryUnauthorized(
+                f"{where} does not take the OAuth2 POST flow (HTTP {status}), and the "
+                f"identity token for {self._registry} (docker config.json) works only with "
+                f"it; log in with a username and password instead",
+                registry=self._registry,
+            )
+        if fetch.method == "refresh" and status in GRANT_REFUSED:
+            self._refresh = None
+            if self._has_password and "password" not in fetch.tried:
+                self._post = True
+                return self._next(fetch, "password")
+            raise RegistryUnauthorized(
+                f"{where} rejected the identity token (refresh token) for {self._registry} "
+                f"(HTTP {status}); it may have expired or been revoked: log in again "
+                f"(docker login {self._registry})",
+                registry=self._registry,
+            )
+        if status in GRANT_REFUSED and self._credentials is None:
+            raise RegistryUnauthorized(
+                f"{where} refused an anonymous token (HTTP {status}); {self._registry} "
+                "requires credentials and none are configured for it",
+                registry=self._registry,
+            )
+        if status in GRANT_REFUSED and (status != 400 or fetch.method == "password"):
+            hint = ""
+            if fetch.method == "password" and self._token_flow == "oauth2":
+                hint = (
+                    " (or, if the token service takes no OAuth2 POST, remove "
+                    "token_flow: oauth2 from the registry)"
+                )
+            raise RegistryUnauthorized(
+                f"{where} rejected the credentials (HTTP {status}, "
+                f"{'GET' if fetch.method == 'get' else 'OAuth2 POST'}); check the username "
+                f"and password for {self._registry}{hint}",
+                registry=self._registry,
+            )
+        raise RegistryUnauthorized(
+            f"{where} gave no token (HTTP {status})",
+            registry=self._registry,
+        )
+
+    def _next(self, fetch: _Fetch, method: Method) -> httpx.Request:
+        fetch.method = method
+        return self._token_request(fetch)
+
+    def _store_token(self, fetch: _Fetch, response: httpx.Response) -> str:
+        realm = self._bearer.get("realm", "")
         try:
             data = json.loads(response.content)
             value = data.get("token") or data.get("access_token")
             lifetime = float(data.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+            refresh = data.get("refresh_token") if fetch.method != "get" else None
         except (ValueError, AttributeError, TypeError):
-            value, lifetime = None, 0.0
-        if response.status_code != 200 or not isinstance(value, str) or not value:
+            value, lifetime, refresh = None, 0.0, None
+        if not isinstance(value, str) or not value:
             raise RegistryUnauthorized(
                 f"the token service {realm} of {self._registry} gave no token "
                 f"(HTTP {response.status_code})",
                 registry=self._registry,
             )
+        if isinstance(refresh, str) and refresh:
+            self._refresh = Secret(refresh)
         expires_at = self._clock() + max(lifetime - EXPIRY_MARGIN, 1.0)
-        self._tokens.append(_Token(value, scopes, expires_at))
+        self._tokens.append(_Token(value, fetch.scopes, expires_at))
         return value
 
     def _learn(self, response: httpx.Response) -> Challenge | None:
@@ -171,9 +331,12 @@ class RegistryAuth(httpx.Auth):
         elif self._scheme == "bearer" and needed:
             token = self._cached(needed)
             if token is None:
-                token_response = yield self._token_request(needed)
-                await token_response.aread()
-                token = self._store_token(needed, token_response)
+                fetch, step = self._start_fetch(needed)
+                while isinstance(step, httpx.Request):
+                    token_response = yield step
+                    await token_response.aread()
+                    step = self._answer(fetch, token_response)
+                token = step
             request.headers["Authorization"] = f"Bearer {token}"
             sent_credentials = True
         response = yield request
@@ -190,9 +353,12 @@ class RegistryAuth(httpx.Auth):
             request.headers["Authorization"] = self._basic_header() or ""
         else:
             scopes = needed | frozenset(challenge.params.get("scope", "").split())
-            token_response = yield self._token_request(scopes)
-            await token_response.aread()
-            request.headers["Authorization"] = f"Bearer {self._store_token(scopes, token_response)}"
+            fetch, step = self._start_fetch(scopes)
+            while isinstance(step, httpx.Request):
+                token_response = yield step
+                await token_response.aread()
+                step = self._answer(fetch, token_response)
+            request.headers["Authorization"] = f"Bearer {step}"
         yield request
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:

@@ -136,7 +136,9 @@ class DistributionRegistry:
         # streamed PUT), and every blob once the registry refused a single PUT.
         self.chunk_size = chunk_size
         self.monolithic_refused = False
-        self.auth = RegistryAuth(endpoint.credentials, registry=endpoint.host)
+        self.auth = RegistryAuth(
+            endpoint.credentials, registry=endpoint.host, token_flow=endpoint.token_flow
+        )
         ssl_context: ssl.SSLContext | bool = True
         if endpoint.insecure:
             ssl_context = False

@@ -6,6 +6,11 @@ Same lookup order as docker's CLI (``cli/config/configfile``): a
 address on stdin, answering ``{"Username": ..., "Secret": ...}``
 (docker-credential-helpers protocol). Credentials are wrapped in ``Secret``
 at once and never appear in messages.
+
+An identity token (``auths[host].identitytoken``, or a helper answering
+``Username: "<token>"``, as docker stores them after a login whose token
+service issued a refresh token) becomes ``Credentials.identity_token``: the
+OAuth2 refresh token ``auth.RegistryAuth`` asks tokens with.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from conveyor.core.errors import CredentialsUnavailable
 # Docker Hub is stored under its v1 URL in config.json.
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
 HELPER_TIMEOUT = 30.0
+# The user name credential helpers store an identity token under (docker cli/config/credentials).
+TOKEN_USERNAME = "<token>"
 
 
 def _keys_for(host: str) -> list[str]:
@@ -73,17 +80,34 @@ def _from_helper(helper: str, server: str) -> Credentials | None:
         raise CredentialsUnavailable(
             f"credential helper '{program}' gave no Username/Secret for {server}"
         ) from exc
+    if username == TOKEN_USERNAME:
+        return Credentials(username="", password=Secret(""), identity_token=Secret(secret))
     return Credentials(username=username, password=Secret(secret))
 
 
 def _from_auths(entry: dict[str, Any], *, path: Path, key: str) -> Credentials | None:
+    identity = entry.get("identitytoken")
+    if isinstance(identity, str) and identity:
+        # docker login keeps the user name in `auth` (base64 "user:") and drops the password.
+        username = str(entry.get("username") or "")
+        password = ""
+        if entry.get("auth"):
+            found = _decode_auth(entry["auth"], path=path, key=key)
+            username, password = found.username, found.password.reveal()
+        return Credentials(
+            username=username, password=Secret(password), identity_token=Secret(identity)
+        )
     if entry.get("username") and entry.get("password"):
         return Credentials(username=str(entry["username"]), password=Secret(str(entry["password"])))
     encoded = entry.get("auth")
     if not encoded:
         return None
+    return _decode_auth(encoded, path=path, key=key)
+
+
+def _decode_auth(encoded: object, *, path: Path, key: str) -> Credentials:
     try:
-        username, sep, password = base64.b64decode(encoded).decode().partition(":")
+        username, sep, password = base64.b64decode(str(encoded)).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise CredentialsUnavailable(
             f"{path}: auths.{key}.auth is not base64 'user:password'"

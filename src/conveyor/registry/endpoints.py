@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from conveyor.core.credentials import Credentials
 from conveyor.core.errors import InvalidInput
 from conveyor.core.images import DEFAULT_REGISTRY
+from conveyor.registry.auth import TOKEN_FLOWS, TokenFlow
 
 # Docker Hub's API lives on another host than the one in image references.
 _WELL_KNOWN_URLS = {DEFAULT_REGISTRY: "https://registry-1.docker.io"}
@@ -20,6 +21,7 @@ class RegistryEndpoint:
     ``host`` is what appears in image references (``127.0.0.1:5000``); ``url``
     is the base URL requests go to (it may be an internal address). TLS is
     verified unless ``insecure`` is set, which also allows plain ``http``.
+    ``token_flow`` says how bearer tokens are asked for (``auth.TokenFlow``).
     """
 
     host: str
@@ -27,8 +29,14 @@ class RegistryEndpoint:
     credentials: Credentials | None = None
     ca_file: str | None = None
     insecure: bool = False
+    token_flow: TokenFlow = "auto"
 
     def __post_init__(self) -> None:
+        if self.token_flow not in TOKEN_FLOWS:
+            raise InvalidInput(
+                f"registry {self.host}: token_flow '{self.token_flow}' is not one of "
+                f"{', '.join(TOKEN_FLOWS)}"
+            )
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidInput(f"registry url '{self.url}' is not valid; write https://host[:port]")
@@ -62,6 +70,7 @@ class RegistryEndpoint:
         credentials: Credentials | None = None,
         ca_file: str | None = None,
         insecure: bool = False,
+        token_flow: TokenFlow = "auto",
     ) -> RegistryEndpoint:
         """Build from a registry definition (``url``, ``internal_url``, ``credentials``, ``tls``).
 
@@ -74,12 +83,18 @@ class RegistryEndpoint:
         if "://" not in target:
             target = f"https://{target}"
         return cls(
-            host=host, url=target, credentials=credentials, ca_file=ca_file, insecure=insecure
+            host=host,
+            url=target,
+            credentials=credentials,
+            ca_file=ca_file,
+            insecure=insecure,
+            token_flow=token_flow,
         )
 
     def __repr__(self) -> str:
         user = self.credentials.username if self.credentials else None
         return (
             f"RegistryEndpoint(host={self.host!r}, url={self.url!r}, user={user!r}, "
-            f"ca_file={self.ca_file!r}, insecure={self.insecure!r})"
+            f"ca_file={self.ca_file!r}, insecure={self.insecure!r}, "
+            f"token_flow={self.token_flow!r})"
         )

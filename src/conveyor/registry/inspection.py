@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.registry import _tasks, manifests
@@ -122,13 +122,18 @@ async def inspect_image(registry: DistributionRegistry, ref: ImageRef) -> ImageI
 
 
 def parse_created(text: object) -> datetime | None:
-    """An image config's ``created`` (RFC 3339, as Go writes it) as a datetime, or None."""
+    """An image config's ``created`` (RFC 3339, as Go writes it) as an aware datetime, or None.
+
+    A time without a zone (RFC 3339 requires one, but some build tools leave
+    it out) is taken as UTC, so every time compares with every other.
+    """
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text)
+        created = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return created if created.tzinfo is not None else created.replace(tzinfo=UTC)
 
 
 async def created_time(registry: DistributionRegistry, ref: ImageRef) -> datetime | None:

@@ -37,14 +37,20 @@ def endpoint_for(definition: models.Registry, credentials: Credentials | None) -
         credentials=credentials,
         ca_file=definition.tls.ca_file,
         insecure=definition.tls.insecure,
+        token_flow=definition.token_flow,
     )
 
 
 class ConfiguredRegistry:
-    """One configured registry: the kept client on a kept loop, else a client per call."""
+    """One configured registry: the kept client on a kept loop, else a client per call.
 
-    def __init__(self, endpoint: RegistryEndpoint) -> None:
+    ``chunk_size`` (the definition's ``chunk_size``) goes to every client:
+    blobs larger than it are uploaded to this registry in PATCH chunks of that size.
+    """
+
+    def __init__(self, endpoint: RegistryEndpoint, *, chunk_size: int | None = None) -> None:
         self.endpoint = endpoint
+        self.chunk_size = chunk_size
 
     def __repr__(self) -> str:
         return f"ConfiguredRegistry({self.endpoint!r})"
@@ -57,7 +63,9 @@ class ConfiguredRegistry:
         """
 
         def make() -> DistributionRegistry:
-            return DistributionRegistry(self.endpoint, retry=retry or RetryPolicy())
+            return DistributionRegistry(
+                self.endpoint, retry=retry or RetryPolicy(), chunk_size=self.chunk_size
+            )
 
         kept = aio.shared(("registry", self, retry), make)
         if kept is not None:
@@ -116,4 +124,6 @@ async def copy_between(
 
 def client_for(definition: models.Registry, credentials: Credentials | None) -> ConfiguredRegistry:
     """The registry client for a configured registry."""
-    return ConfiguredRegistry(endpoint_for(definition, credentials))
+    return ConfiguredRegistry(
+        endpoint_for(definition, credentials), chunk_size=definition.chunk_size
+    )

@@ -159,9 +159,10 @@ async def client_for(tmp_path: Path) -> AsyncIterator[ClientFactory]:
         username: str | None = None,
         password: str | None = None,
         ca_file: Path | None = None,
+        credentials: Credentials | None = None,
+        token_flow: str = "auto",
         **options: object,
     ) -> DistributionRegistry:
-        credentials = None
         if username is not None:
             credentials = Credentials(username=username, password=Secret(password or ""))
         endpoint = RegistryEndpoint(
@@ -170,6 +171,7 @@ async def client_for(tmp_path: Path) -> AsyncIterator[ClientFactory]:
             credentials=credentials,
             ca_file=str(ca_file) if ca_file else None,
             insecure=registry.url.startswith("http:"),
+            token_flow=token_flow,  # type: ignore[arg-type]
         )
         options.setdefault("retry", RetryPolicy(attempts=2, base_delay=0.05))
         client = DistributionRegistry(endpoint, **options)  # type: ignore[arg-type]

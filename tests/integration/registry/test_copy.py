@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from conveyor import wiring
+from conveyor.config import loader
 from conveyor.core import errors
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.registry.copy import copy_image
@@ -323,18 +325,27 @@ class TestDestinationCheck:
         assert "stored the manifest as sha256:000" in str(caught.value)
 
 
-def refusing_monolithic_proxy(upstream: str, refused: list[str]):
-    """Stand-in for a registry (or a proxy before it) that answers 413 to a blob in one PUT.
+def forwarding_proxy(
+    upstream: str,
+    *,
+    seen: list[tuple[str, str]] | None = None,
+    refused: list[str] | None = None,
+):
+    """A loopback proxy before a registry, recording every (method, path) in ``seen``.
 
-    Forwards everything else to ``upstream`` (PATCH chunks, the closing empty PUT),
-    pointing upload ``Location`` headers back at itself.
+    Given ``refused``, it stands in for a registry (or a proxy before it) that
+    answers 413 to a blob in one PUT, and records those paths there. Upload
+    ``Location`` headers are pointed back at the proxy.
     """
+    record = seen if seen is not None else []
 
     class Handler(QuietHandler):
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            if self.command == "PUT" and "/blobs/uploads/" in self.path and length:
+            record.append((self.command, self.path))
+            monolithic = self.command == "PUT" and "/blobs/uploads/" in self.path and length
+            if refused is not None and monolithic:
                 refused.append(self.path)
                 self.reply(413, b"request entity too large", {"Connection": "close"})
                 return
@@ -376,12 +387,46 @@ class TestChunkedUploads:
         assert len(patches) == 4 * 4  # four ~200 kB layers in 64 KiB pieces; config in one PUT
         assert skopeo_digest(f"{second_registry.host}/{repo_name}:v1") == images.layers
 
+    async def test_configured_chunk_size_is_the_upload_chunk(
+        self, anonymous_registry, second_registry, images, tmp_path, repo_name
+    ):
+        """A registry definition's `chunk_size` is the PATCH size of copies into that registry."""
+        seen: list[tuple[str, str]] = []
+        with forwarding_proxy(second_registry.url, seen=seen) as url:
+            config = tmp_path / "conveyor.yaml"
+            config.write_text(
+                f"""\
+registries:
+  source: {{url: "{anonymous_registry.url}", tls: {{insecure: true}}}}
+  small: {{url: "{url}", tls: {{insecure: true}}, chunk_size: 64KiB}}
+  large: {{url: "{url}", tls: {{insecure: true}}, chunk_size: 131072}}
+"""
+            )
+            definitions = loader.load(config)
+            registries = wiring.ConfiguredRegistries(definitions.registries, {})
+            for name in ("small", "large"):
+                await registries.transfer(
+                    pinned(anonymous_registry, "src/layers", images.layers),
+                    source="source",
+                    destination=name,
+                    to=Repository(definitions.registries[name].host, f"{repo_name}-{name}"),
+                    tag="v1",
+                )
+        patches = {
+            name: [p for m, p in seen if m == "PATCH" and f"/{repo_name}-{name}/" in p]
+            for name in ("small", "large")
+        }
+        # Four layers of ~200 kB: 4 chunks each at 64 KiB, 2 at 128 KiB; the config is one PUT.
+        assert (len(patches["small"]), len(patches["large"])) == (4 * 4, 4 * 2)
+        for name in ("small", "large"):
+            assert skopeo_digest(f"{second_registry.host}/{repo_name}-{name}:v1") == images.layers
+
     async def test_refused_monolithic_upload_falls_back_to_chunks(
         self, anonymous_registry, second_registry, images, client_for, repo_name
     ):
         """A 413 to the single-request PUT makes the copy send blobs in PATCH chunks."""
         refused: list[str] = []
-        with refusing_monolithic_proxy(second_registry.url, refused) as url:
+        with forwarding_proxy(second_registry.url, refused=refused) as url:
             proxy = RegistryProcess(
                 host=url.removeprefix("http://"), url=url, directory=None, process=None
             )

@@ -19,6 +19,10 @@ if [ "$1" = get ] && [ "$server" = "{host}" ]; then
   echo '{{"ServerURL":"{host}","Username":"helper-user","Secret":"helper-Secret-1"}}'
   exit 0
 fi
+if [ "$1" = get ] && [ "$server" = "token.example" ]; then
+  echo '{{"ServerURL":"token.example","Username":"<token>","Secret":"identity-Token-9"}}'
+  exit 0
+fi
 echo "credentials not found in native keychain"
 exit 1
 """
@@ -89,3 +93,27 @@ class TestDockerConfig:
         with pytest.raises(errors.CredentialsUnavailable) as caught:
             load_credentials("reg.example:5000", path=path)
         assert str(path) in str(caught.value)
+
+    def test_identity_token_in_auths(self, tmp_path):
+        """`identitytoken` (docker login to an OAuth2 token service) is kept, masked, apart.
+
+        docker writes the user name as base64 "user:" (no password) next to it.
+        """
+        auth = base64.b64encode(b"dave:").decode()
+        path = write_config(
+            tmp_path,
+            {"auths": {"reg.example:5000": {"auth": auth, "identitytoken": "identity-Token-7"}}},
+        )
+        found = load_credentials("reg.example:5000", path=path)
+        assert found is not None and found.identity_token is not None
+        assert (found.username, found.password.reveal()) == ("dave", "")
+        assert found.identity_token.reveal() == "identity-Token-7"
+        assert "identity-Token-7" not in repr(found)
+
+    def test_identity_token_from_helper(self, tmp_path, helper_on_path):
+        """A helper answering Username "<token>" hands over an identity token, not a password."""
+        path = write_config(tmp_path, {"credHelpers": {"token.example": helper_on_path}})
+        found = load_credentials("token.example", path=path)
+        assert found is not None and found.identity_token is not None
+        assert (found.username, found.password.reveal()) == ("", "")
+        assert found.identity_token.reveal() == "identity-Token-9"

@@ -48,22 +48,19 @@ async def test_created_times_from_configs(anonymous_registry, client_for, tmp_pa
     }
 
 
-def test_select_source_newest_with_cap(anonymous_registry, tmp_path, repo_name):
-    """`conveyor select --source` picks the newest of the inspected tags and explains the cap."""
-    _push_images(tmp_path, anonymous_registry, repo_name)
-    config = tmp_path / "conveyor.yaml"
-    config.write_text(
+def _write_config(path: Path, registry, repository: str, *, policy: str) -> Path:
+    path.write_text(
         f"""\
 registries:
-  main: {{url: "http://{anonymous_registry.host}", tls: {{insecure: true}}}}
+  main: {{url: "http://{registry.host}", tls: {{insecure: true}}}}
 environments:
   - name: test
 sources:
   app:
     registry: main
-    repository: {repo_name}
+    repository: {repository}
     filter: {{glob: 'build-*'}}
-    policy: {{newest: {{max_candidates: 3}}}}
+    policy: {policy}
 pipelines:
   deploy:
     environment: test
@@ -71,6 +68,18 @@ pipelines:
     steps:
       - {{type: command, run: "true"}}
 """
+    )
+    return path
+
+
+def test_select_source_newest_with_cap(anonymous_registry, tmp_path, repo_name):
+    """`conveyor select --source` picks the newest of the inspected tags and explains the cap."""
+    _push_images(tmp_path, anonymous_registry, repo_name)
+    config = _write_config(
+        tmp_path / "conveyor.yaml",
+        anonymous_registry,
+        repo_name,
+        policy="{newest: {max_candidates: 3}}",
     )
     runner = CliRunner()
     plain = runner.invoke(cli, ["select", "--config", str(config), "--source", "app"])
@@ -86,3 +95,30 @@ pipelines:
     reasons = {row["tag"]: row["reason"] for row in data["tags"]}
     assert reasons["build-09"].startswith("not inspected: only the 3 greatest tags")
     assert reasons["multi"] == "does not match glob 'build-*'"
+
+
+def test_zone_less_created_is_utc(anonymous_registry, tmp_path, repo_name):
+    """A config `created` without a zone counts as UTC next to zoned ones (no TypeError).
+
+    `build-plain` (10:30, no zone: 10:30 UTC) is newer than `build-zoned`
+    (12:00+02:00, 10:00 UTC) and older than `build-z` (11:00Z).
+    """
+    layout = ImageLayout(tmp_path / "layout")
+    created = {
+        "build-zoned": "2024-05-01T12:00:00+02:00",
+        "build-plain": "2024-05-01T10:30:00",
+        "build-z": "2024-05-01T11:00:00Z",
+    }
+    for tag, when in created.items():
+        layout.build(tag, layers=[{"tag.txt": tag.encode()}])
+        layout.set_created_text(tag, when)
+    runner = CliRunner()
+    config = _write_config(
+        tmp_path / "conveyor.yaml", anonymous_registry, repo_name, policy="{newest: {}}"
+    )
+    for tags, newest in ((["build-zoned", "build-plain"], "build-plain"), (["build-z"], "build-z")):
+        for tag in tags:
+            layout.push(tag, f"{anonymous_registry.host}/{repo_name}:{tag}")
+        result = runner.invoke(cli, ["select", "--config", str(config), "--source", "app"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.split()[0] == newest

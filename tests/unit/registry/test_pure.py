@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from conveyor.core import errors
 from conveyor.core.credentials import Credentials, Secret
 from conveyor.core.images import Digest
-from conveyor.registry import manifests
+from conveyor.registry import inspection, manifests
 from conveyor.registry.auth import Challenge, scopes_for
 from conveyor.registry.client import RetryPolicy, parse_retry_after
 from conveyor.registry.endpoints import RegistryEndpoint
@@ -134,6 +135,25 @@ class TestManifests:
             "linux/amd64",
         )
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            pytest.param(
+                "2024-05-01T10:30:00", datetime(2024, 5, 1, 10, 30, tzinfo=UTC), id="none"
+            ),
+            pytest.param("2024-05-01T10:30:00Z", datetime(2024, 5, 1, 10, 30, tzinfo=UTC), id="Z"),
+            pytest.param(
+                "2024-05-01T12:30:00+02:00", datetime(2024, 5, 1, 10, 30, tzinfo=UTC), id="offset"
+            ),
+        ],
+    )
+    def test_created_without_zone_is_utc(self, text, expected):
+        """`created` without a zone is read as UTC: every parsed time is aware and comparable."""
+        parsed = inspection.parse_created(text)
+        assert parsed is not None and parsed.utcoffset() is not None
+        assert parsed == expected
+        assert max(parsed, inspection.parse_created("2024-05-01T10:00:00Z")) == parsed
+
 
 class TestRetry:
     @pytest.mark.parametrize(
@@ -178,3 +198,19 @@ class TestEndpoint:
         assert "hunter2-Secret" not in repr(endpoint) and "'u'" in repr(endpoint)
         assert endpoint.url == "https://r.example"
         assert RegistryEndpoint.for_host("docker.io").url == "https://registry-1.docker.io"
+
+    def test_repr_hides_the_identity_token(self):
+        """An identity token (OAuth2 refresh token) is masked like a password."""
+        credentials = Credentials(
+            username="", password=Secret(""), identity_token=Secret("identity-Token-5")
+        )
+        endpoint = RegistryEndpoint.for_host("r.example", credentials=credentials)
+        assert "identity-Token-5" not in repr(endpoint) + repr(credentials)
+
+    def test_unknown_token_flow_is_refused(self):
+        """token_flow is auto or oauth2; anything else is InvalidInput naming the registry."""
+        with pytest.raises(errors.InvalidInput) as caught:
+            RegistryEndpoint(host="r.example", url="https://r.example", token_flow="post")  # type: ignore[arg-type]
+        assert str(caught.value) == (
+            "registry r.example: token_flow 'post' is not one of auto, oauth2"
+        )
