@@ -1,4 +1,4 @@
-"""Pollers and schedules: singletons across every Conveyor process.
+"""Pollers, schedules and the trigger sweep: singletons across every Conveyor process.
 
 Each `poll:` source and each `schedule:` trigger is one job. A process runs
 a job only while it holds the job's singleton lock (a PostgreSQL advisory
@@ -10,6 +10,10 @@ same version twice. How a poll asks the registry (conditional requests, the
 state kept between polls) is service/polling.py's; after a registry error
 the next poll waits twice as long (up to 16 intervals) and never sooner than
 the registry's ``Retry-After``; a successful poll resets the interval.
+
+One more singleton job exists when any pipeline has a `pipeline:` trigger:
+every ``FOLLOW_UP_INTERVAL`` it handles the triggers of runs that ended while
+their worker could not (``triggers.follow_up``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from conveyor import aio
 from conveyor.core import durations
 from conveyor.core.errors import ConveyorError, IntegrationError
 from conveyor.core.images import PinnedImage
-from conveyor.service import polling, runs
+from conveyor.service import polling, runs, triggers
 from conveyor.service.context import Services
 from conveyor.store import claims, tables
 from conveyor.store.database import unit_of_work
@@ -38,6 +42,8 @@ SINGLETON_TTL = timedelta(seconds=30)
 MAX_BACKOFF_FACTOR = 16
 # A Retry-After longer than this is not believed (a broken header must not stop polling).
 MAX_RETRY_AFTER = timedelta(hours=6)
+# How often the sweep looks for `pipeline:` triggers left due (service/triggers.py).
+FOLLOW_UP_INTERVAL = timedelta(seconds=15)
 
 
 @dataclass
@@ -45,7 +51,7 @@ class Job:
     """One poller or schedule, with when it is next due."""
 
     name: str
-    kind: str  # "poll" or "schedule"
+    kind: str  # "poll", "schedule" or "follow-up"
     source: str | None = None
     pipelines: list[str] = field(default_factory=list)
     cron: str | None = None
@@ -56,7 +62,7 @@ class Job:
 
 
 def jobs_of(services: Services) -> list[Job]:
-    """Every poller (one per source, shared by its pipelines) and schedule in the definitions."""
+    """Every poller (one per source, shared by its pipelines) and schedule, and the sweep."""
     polls: dict[str, Job] = {}
     schedules: list[Job] = []
     for name, pipeline in services.definitions.pipelines.items():
@@ -83,7 +89,14 @@ def jobs_of(services: Services) -> list[Job]:
                         cron=trigger.schedule.cron,
                     )
                 )
-    return [*polls.values(), *schedules]
+    jobs = [*polls.values(), *schedules]
+    if any(
+        trigger.pipeline is not None
+        for pipeline in services.definitions.pipelines.values()
+        for trigger in pipeline.triggers
+    ):
+        jobs.append(Job(name="pipeline-triggers", kind="follow-up", interval=FOLLOW_UP_INTERVAL))
+    return jobs
 
 
 @dataclass
@@ -110,7 +123,7 @@ class Scheduler:
             if not self._hold(job, now):
                 continue
             if job.next_at is None:
-                job.next_at = now if job.kind == "poll" else self._next_fire(job, now)
+                job.next_at = self._next_fire(job, now) if job.kind == "schedule" else now
             if now < job.next_at:
                 continue
             started.extend(self._run(job, now))
@@ -138,6 +151,9 @@ class Scheduler:
         return fire
 
     def _run(self, job: Job, now: datetime) -> list[int]:
+        if job.kind == "follow-up":
+            job.next_at = now + job.interval
+            return triggers.follow_up(self.services, now=now)
         if job.kind == "schedule":
             job.next_at = self._next_fire(job, now)
             fired = [self._start(pipeline, trigger="schedule") for pipeline in job.pipelines]

@@ -145,14 +145,23 @@ class Worker:
         await self._after(run_id)
 
     async def _after(self, run_id: int) -> None:
-        """Once a run has ended, fire the `pipeline:` triggers that wait for it."""
+        """Once a run has ended, fire the `pipeline:` triggers that wait for it.
+
+        The commit that ended the run marked it ``triggers_due``; if this
+        process dies before the triggers are handled, the scheduler's sweep
+        (``triggers.follow_up``) handles them instead.
+        """
         if not self._awaited_pipelines():
             return  # no `pipeline:` trigger anywhere: nothing can wait for this run
         with unit_of_work(self.services.engine, read_only=True) as session:
-            ended = RunStatus(runs.load_run(session, run_id).status).is_terminal
-        if ended:
+            due = runs.load_run(session, run_id).triggers_due
+        if due:
             # In a thread: starting a run may resolve tags in the registry with its own loop.
             await asyncio.to_thread(triggers.after_run, self.services, run_id)
+
+    def _triggers_due(self, pipeline: str, status: RunStatus) -> bool:
+        """Whether a run of ``pipeline`` ending with ``status`` leaves triggers to handle."""
+        return status in triggers.TRIGGERING and pipeline in self._awaited_pipelines()
 
     def _awaited_pipelines(self) -> frozenset[str]:
         """Pipelines that some `pipeline:` trigger waits for."""
@@ -309,6 +318,7 @@ class Worker:
             claimed_by=None,
             lease_expires_at=None,
             wake_at=None,
+            triggers_due=self._triggers_due(run.pipeline, status),
         )
         store_runs.close_steps(
             session,
@@ -475,7 +485,14 @@ class Worker:
             step.reason = reason
             step.finished_at = now
             status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
-            runs.finish(session, run, status, now=now, error=f"step '{step.name}': {reason}")
+            runs.finish(
+                session,
+                run,
+                status,
+                now=now,
+                error=f"step '{step.name}': {reason}",
+                triggers_due=self._triggers_due(run.pipeline, status),
+            )
 
     def _retry(self, run_id: int, step_id: int, threshold: int, reason: str) -> None:
         with unit_of_work(self.services.engine) as session:

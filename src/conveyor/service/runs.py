@@ -425,14 +425,17 @@ def finish(
     now: datetime,
     error: str | None,
     steps: Sequence[tables.Step] | None = None,
+    triggers_due: bool = False,
 ) -> None:
     """Move a run to a terminal status, closing its unfinished steps.
 
     ``steps``: the run's steps when the caller has them loaded in this session.
+    ``triggers_due``: `pipeline:` triggers wait for this run (service/triggers.py).
     """
     run.status = status
     run.finished_at = now
     run.error = error
+    run.triggers_due = triggers_due
     run.claimed_by = None
     run.lease_expires_at = None
     run.wake_at = None

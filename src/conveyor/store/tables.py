@@ -126,6 +126,7 @@ class Run(Base):
         sa.UniqueConstraint("event_id", "pipeline"),
         sa.Index(None, "status", "created_at"),
         sa.Index(None, "pipeline", "status", "finished_at"),
+        sa.Index(None, "triggers_due"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -153,6 +154,9 @@ class Run(Base):
     lease_expires_at: Mapped[datetime | None]
     wake_at: Mapped[datetime | None]
     cancel_requested_at: Mapped[datetime | None]
+    # Set in the commit that ends the run when a `pipeline:` trigger waits for its
+    # pipeline; cleared once those triggers have been handled (service/triggers.py).
+    triggers_due: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class Step(Base):
