@@ -63,6 +63,11 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return kept.runner.run(coroutine)
 
 
+def keeps_loop() -> bool:
+    """Whether this thread is inside ``thread_loop()`` (tasks may outlive one ``run``)."""
+    return _kept() is not None
+
+
 @contextmanager
 def thread_loop() -> Iterator[None]:
     """Keep one event loop for this thread until the block ends; then close what it kept."""

@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from conveyor.core.events import Headers
 from conveyor.engine import background as engine_background
 from conveyor.engine.background import Wakeup
 from conveyor.engine.worker import Worker
-from conveyor.service import events
+from conveyor.service import events, queries, runs
 from conveyor.service.context import Services
 from conveyor.store import tables
 from conveyor.store.database import unit_of_work
@@ -118,10 +119,18 @@ def _config(url: str) -> str:
     )
 
 
+# Appended to the pipelines of _config: a run whose only step outlasts any test.
+SLOW_PIPELINE = """\
+  slow:
+    steps:
+      - {name: long deploy, type: command, run: "sleep 60"}
+"""
+
+
 @pytest.fixture
 def services(tmp_path: Path, fake_registry: tuple[FakeRegistry, str]) -> Iterator[Services]:
     _, url = fake_registry
-    (tmp_path / "conveyor.yaml").write_text(_config(url))
+    (tmp_path / "conveyor.yaml").write_text(_config(url) + SLOW_PIPELINE)
     definitions = loader.load(tmp_path / "conveyor.yaml")
     built = Services(
         definitions=definitions,
@@ -223,10 +232,14 @@ def _until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> N
 
 @pytest.fixture
 def serving(services: Services) -> Iterator[tuple[TestClient, ObservedWakeup]]:
-    """`conveyor serve` in-process: the app wired to wake a background thread polling hourly."""
+    """`conveyor serve` in-process: the app wired to wake a background thread polling hourly.
+
+    The worker drives two runs at once (`conveyor serve` defaults to four).
+    """
     wakeup = ObservedWakeup()
     stop = threading.Event()
-    worker = Worker(services=services, name="bg")
+    # A short lease: a running step notices a cancel at each renewal (a third of it).
+    worker = Worker(services=services, name="bg", concurrency=2, lease=timedelta(seconds=3))
     thread = threading.Thread(
         target=background, args=(services, worker, stop, 3600.0, wakeup), daemon=True
     )
@@ -253,6 +266,31 @@ def test_an_accepted_event_wakes_the_sleeping_worker(
     assert response.status_code == 202
     _until(lambda: _first_steps_started(services) == 1, "the triggered run's first step")
     _until(lambda: _succeeded(services) == 1, "the run to succeed")
+
+
+def test_a_long_step_does_not_hold_back_events_and_other_runs(
+    serving: tuple[TestClient, ObservedWakeup], services: Services
+) -> None:
+    """While one run's step takes a minute, an accepted event still starts and finishes its run.
+
+    The long run holds one of the worker's two slots; the event's run takes the
+    other. Then cancelling the long run stops its command. (Before runs were
+    tasks kept between rounds, the worker waited for the long step to end
+    before it looked at the inbox again.)
+    """
+    client, wakeup = serving
+    slow = runs.start_run(services, runs.RunRequest(pipeline="slow", user="ann"))
+    wakeup.wake()  # the worker polls hourly here; a run started by hand is announced
+    _until(
+        lambda: queries.show_run(services, slow)["steps"][0]["status"] == "running",
+        "the long step to start",
+    )
+    response = client.post("/hooks/registry", content=_body(1), headers=HEADERS)
+    assert response.status_code == 202
+    _until(lambda: _succeeded(services) == 1, "the event's run to succeed", timeout=20)
+    assert queries.show_run(services, slow)["status"] == "running"
+    runs.cancel(services, slow, user="ann")
+    _until(lambda: queries.show_run(services, slow)["status"] == "cancelled", "the cancel")
 
 
 def test_the_worker_keeps_one_registry_connection_across_events(

@@ -12,8 +12,17 @@ from the CLI) and for runs whose retry or expiry time comes. Pollers and
 schedules are looked at every `poll` seconds.
 
 **Order.** Events and runs alternate in small batches (up to `EVENT_BATCH`
-events, then up to `RUN_BATCH` runs), oldest first, so a steady stream of
-events does not hold back the runs they start.
+events, then up to `RUN_BATCH` runs started), oldest first, so a steady
+stream of events does not hold back the runs they start.
+
+**Runs do not block the rest.** A started run is a task on the thread's
+event loop, holding one of the worker's `concurrency` slots until it ends or
+stops to wait (an approval, a retry). Between rounds the loop lets the runs
+in flight progress (`Worker.settle`) until one ends, an event is announced,
+or `poll` seconds pass; so a deploy step that takes ten minutes does not
+delay the events, polls, schedules and other runs behind it. On stop, runs
+in flight get `STOP_WAIT` seconds to end or reach a wait; a run still going
+then is taken over by another worker when its lease runs out.
 
 **Giving way to ingestion.** The worker shares the process (and Python's
 GIL) with the HTTP server. While events are being accepted faster than
@@ -27,6 +36,7 @@ it, and at ordinary rates it never pauses.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -47,6 +57,10 @@ PRESSURE_WINDOW = 1.0
 # with 20 and 2 s, against 587-759 with 3 and 0.5 s, in the same minutes).
 GIVE_WAY = 20.0
 MAX_PAUSE = 2.0
+# While runs are in flight and work keeps coming, runs progress this long between rounds.
+RUN_SLICE = 0.02
+# On stop, how long runs in flight get to end or reach a wait (the server waits 30 s).
+STOP_WAIT = 25.0
 
 
 class Wakeup:
@@ -94,6 +108,10 @@ class Wakeup:
         """Sleep until woken or ``timeout`` seconds; True when woken."""
         return self._signal.wait(timeout)
 
+    def is_set(self) -> bool:
+        """Whether a wake-up came since the last ``clear``."""
+        return self._signal.is_set()
+
     def _forget(self, now: float) -> None:
         while self._arrivals and self._arrivals[0][0] <= now - PRESSURE_WINDOW:
             self._in_window -= self._arrivals.popleft()[1]
@@ -124,25 +142,65 @@ def run_background(
                     if time.monotonic() >= next_tick:
                         busy += len(scheduler.tick())
                         next_tick = time.monotonic() + poll
-                    busy += drain(services, worker, stop, wakeup)
+                    busy += work_round(services, worker, stop, wakeup)
+                    if worker.in_flight:
+                        # Runs progress until one ends (a free slot), new work is
+                        # announced, or it is time to look again.
+                        wait = RUN_SLICE if busy else poll
+                        aio.run(worker.settle(timeout=wait, wake=wakeup.is_set))
                 except Exception as exc:  # the server keeps serving; the error is shown
                     report(f"background error: {type(exc).__name__}: {exc}")
-                if not busy:
+                if not busy and not worker.in_flight:
                     wakeup.wait(poll)
+            _finish_in_flight(worker, report)
     finally:
         scheduler.release()
 
 
-def drain(services: Services, worker: Worker, stop: threading.Event, wakeup: Wakeup) -> int:
-    """Events and runs in alternating batches until neither has work; returns how many."""
-    done = 0
-    while not stop.is_set():
-        began = time.monotonic()
-        batch = events.process_pending(services, owner=worker.name, limit=EVENT_BATCH)
-        batch += aio.run(worker.run_until_idle(limit=RUN_BATCH))
-        if not batch:
-            break
-        done += batch
-        if wakeup.under_pressure():
-            stop.wait(min(GIVE_WAY * (time.monotonic() - began), MAX_PAUSE))
+def work_round(
+    services: Services, worker: Worker, stop: threading.Event, wakeup: Wakeup
+) -> int:
+    """One batch of events, then runs started in free slots; returns how many of both.
+
+    Does not wait for the runs it starts (see ``Worker.start_runs``): they are
+    tasks on this thread's kept loop, so it must run inside ``aio.thread_loop()``.
+    Under an ingestion burst it then pauses, giving way to the HTTP side.
+    """
+    if not aio.keeps_loop():
+        raise RuntimeError("work_round needs the thread's kept event loop (aio.thread_loop)")
+    began = time.monotonic()
+    done = events.process_pending(services, owner=worker.name, limit=EVENT_BATCH)
+    done += aio.run(worker.start_runs(limit=RUN_BATCH))
+    if done and wakeup.under_pressure():
+        stop.wait(min(GIVE_WAY * (time.monotonic() - began), MAX_PAUSE))
     return done
+
+
+def drain(services: Services, worker: Worker, stop: threading.Event, wakeup: Wakeup) -> int:
+    """Rounds of work until no event, no run to start and no run in flight; returns how many.
+
+    On this thread's kept loop, or on one kept for the call.
+    """
+    with contextlib.ExitStack() as stack:
+        if not aio.keeps_loop():
+            stack.enter_context(aio.thread_loop())
+        done = 0
+        while not stop.is_set():
+            batch = work_round(services, worker, stop, wakeup)
+            done += batch
+            if worker.in_flight:
+                aio.run(worker.settle(timeout=RUN_SLICE if batch else MAX_PAUSE))
+            elif not batch:
+                break
+        return done
+
+
+def _finish_in_flight(worker: Worker, report: Callable[[str], None]) -> None:
+    """On stop, let runs in flight end or reach a wait, as a stop between batches always did."""
+    if not worker.in_flight:
+        return
+    report(f"stopping: waiting for {worker.in_flight} run(s) in flight")
+    try:
+        aio.run(worker.settle(timeout=STOP_WAIT, until_all=True))
+    except Exception as exc:
+        report(f"background error: {type(exc).__name__}: {exc}")

@@ -43,6 +43,8 @@ DEFAULT_LEASE = timedelta(seconds=30)
 # A deploy that finds its environment locked by another deploy looks again after this.
 BUSY_RETRY = timedelta(seconds=2)
 RETRY_BACKOFF = timedelta(seconds=5)
+# How often `settle` looks at its wake-up flag while runs progress.
+WAKE_CHECK = 0.05
 
 
 def worker_name() -> str:
@@ -78,6 +80,9 @@ class Worker:
     # Runs driven at once by this worker (their steps overlap; each run's steps stay in order).
     concurrency: int = 1
     _awaited: frozenset[str] | None = field(default=None, init=False, repr=False)
+    # Runs started by ``start_runs`` and not yet reaped: tasks on the caller's kept event
+    # loop (conveyor.aio.thread_loop), which progress whenever that loop runs.
+    _in_flight: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False)
 
     # --- claiming ----------------------------------------------------------------------------
 
@@ -126,6 +131,65 @@ class Worker:
         for finished in started:
             finished.result()  # an unexpected error of a run reaches the caller, as before
         return count
+
+    @property
+    def in_flight(self) -> int:
+        """Runs started by ``start_runs`` that have not ended or stopped to wait yet."""
+        return len(self._in_flight)
+
+    async def start_runs(self, *, limit: int) -> int:
+        """Claim and start up to ``limit`` runs in free slots, without waiting for them.
+
+        The background loop's way to drive runs: a run with a long step holds
+        one of ``concurrency`` slots while events, polls and other runs go on.
+        Call ``settle`` on the same event loop to let the started runs progress.
+        Raises the error of a run that ended unexpectedly, once.
+        """
+        self._reap()
+        started = 0
+        while started < limit and len(self._in_flight) < max(self.concurrency, 1):
+            claimed = self._claim_and_begin()
+            if claimed is None:
+                break
+            self._in_flight.add(asyncio.ensure_future(self._drive(*claimed)))
+            started += 1
+        return started
+
+    async def settle(
+        self,
+        *,
+        timeout: float,
+        wake: Callable[[], bool] = lambda: False,
+        until_all: bool = False,
+    ) -> None:
+        """Let started runs progress until one (or all) ends, ``wake()`` is true, or timeout.
+
+        ``wake`` is looked at every ``WAKE_CHECK`` seconds (a thread-safe flag
+        such as a pending event). Raises the error of a run that ended
+        unexpectedly, once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._in_flight and not wake():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            done, _ = await asyncio.wait(
+                self._in_flight,
+                timeout=min(remaining, WAKE_CHECK),
+                return_when=asyncio.ALL_COMPLETED if until_all else asyncio.FIRST_COMPLETED,
+            )
+            if done and not until_all:
+                break
+        self._reap()
+
+    def _reap(self) -> None:
+        finished = {task for task in self._in_flight if task.done()}
+        self._in_flight -= finished
+        errors = [task.exception() for task in finished if not task.cancelled()]
+        for error in errors:
+            if error is not None:
+                raise error
 
     async def run_forever(self, *, poll: float = 1.0, stop: asyncio.Event | None = None) -> None:
         """Process runs until ``stop`` is set."""
