@@ -133,21 +133,37 @@ def run_background(
     """
     scheduler = Scheduler(services=services, owner=worker.name)
     next_tick = 0.0
+    next_look = 0.0  # when the inbox is next looked at without being told
+    more_events = True
     try:
         with aio.thread_loop():
             while not stop.is_set():
+                announced = wakeup.is_set()
                 wakeup.clear()  # a wake-up during the work below makes another round
                 busy = 0
                 try:
-                    if time.monotonic() >= next_tick:
+                    now = time.monotonic()
+                    if now >= next_tick:
                         busy += len(scheduler.tick())
                         next_tick = time.monotonic() + poll
-                    busy += work_round(services, worker, stop, wakeup)
+                    began = time.monotonic()
+                    if announced or more_events or began >= next_look:
+                        # Events are looked at when announced, while batches come
+                        # full, and every `poll` seconds; not after every run.
+                        found = events.process_pending(
+                            services, owner=worker.name, limit=EVENT_BATCH
+                        )
+                        more_events = found == EVENT_BATCH
+                        next_look = time.monotonic() + poll
+                        busy += found
+                    busy += aio.run(worker.start_runs(limit=RUN_BATCH))
                     if worker.in_flight:
                         # Runs progress until one ends (a free slot), new work is
                         # announced, or it is time to look again.
                         wait = RUN_SLICE if busy else poll
                         aio.run(worker.settle(timeout=wait, wake=wakeup.is_set))
+                    if busy:
+                        give_way(stop, wakeup, began)
                 except Exception as exc:  # the server keeps serving; the error is shown
                     report(f"background error: {type(exc).__name__}: {exc}")
                 if not busy and not worker.in_flight:
@@ -157,23 +173,10 @@ def run_background(
         scheduler.release()
 
 
-def work_round(
-    services: Services, worker: Worker, stop: threading.Event, wakeup: Wakeup
-) -> int:
-    """One batch of events, then runs started in free slots; returns how many of both.
-
-    Does not wait for the runs it starts (see ``Worker.start_runs``): they are
-    tasks on this thread's kept loop, so it must run inside ``aio.thread_loop()``.
-    Under an ingestion burst it then pauses, giving way to the HTTP side.
-    """
-    if not aio.keeps_loop():
-        raise RuntimeError("work_round needs the thread's kept event loop (aio.thread_loop)")
-    began = time.monotonic()
-    done = events.process_pending(services, owner=worker.name, limit=EVENT_BATCH)
-    done += aio.run(worker.start_runs(limit=RUN_BATCH))
-    if done and wakeup.under_pressure():
+def give_way(stop: threading.Event, wakeup: Wakeup, began: float) -> None:
+    """Under an ingestion burst, pause GIVE_WAY times as long as the work since ``began``."""
+    if wakeup.under_pressure():
         stop.wait(min(GIVE_WAY * (time.monotonic() - began), MAX_PAUSE))
-    return done
 
 
 def drain(services: Services, worker: Worker, stop: threading.Event, wakeup: Wakeup) -> int:
@@ -186,12 +189,16 @@ def drain(services: Services, worker: Worker, stop: threading.Event, wakeup: Wak
             stack.enter_context(aio.thread_loop())
         done = 0
         while not stop.is_set():
-            batch = work_round(services, worker, stop, wakeup)
+            began = time.monotonic()
+            batch = events.process_pending(services, owner=worker.name, limit=EVENT_BATCH)
+            batch += aio.run(worker.start_runs(limit=RUN_BATCH))
             done += batch
             if worker.in_flight:
                 aio.run(worker.settle(timeout=RUN_SLICE if batch else MAX_PAUSE))
             elif not batch:
                 break
+            if batch:
+                give_way(stop, wakeup, began)
         return done
 
 
