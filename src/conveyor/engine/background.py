@@ -8,8 +8,10 @@ reused from one event or run to the next.
 (`Wakeup.accepted`, called after the inbox commit), and otherwise every
 `poll` seconds: polling remains the fallback for work written by another
 process (a second server on the same PostgreSQL, `conveyor run`, an approval
-from the CLI) and for runs whose retry or expiry time comes. Pollers and
-schedules are looked at every `poll` seconds.
+from the CLI) and for runs whose retry or expiry time comes. The inbox is
+also asked again at once while its batches come full; runs are claimed
+whenever a slot is free. Pollers and schedules are looked at every `poll`
+seconds.
 
 **Order.** Events and runs alternate in small batches (up to `EVENT_BATCH`
 events, then up to `RUN_BATCH` runs started), oldest first, so a steady
@@ -26,8 +28,9 @@ then is taken over by another worker when its lease runs out.
 
 **Giving way to ingestion.** The worker shares the process (and Python's
 GIL) with the HTTP server. While events are being accepted faster than
-`PRESSURE_RATE` per second, the worker pauses after each batch for
-`GIVE_WAY` times as long as the batch took (at most `MAX_PAUSE`), so under a
+`PRESSURE_RATE` per second, the worker pauses after each round (a batch
+and the time its runs then progressed) for `GIVE_WAY` times as long as the
+round took (at most `MAX_PAUSE`), so under a
 burst it takes at most 1/(1+GIVE_WAY) of the time and the HTTP side keeps
 accepting; the events wait, durably, in the inbox. It never stops: after
 every pause it does one more batch, so even an endless burst cannot starve
