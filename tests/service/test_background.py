@@ -123,7 +123,7 @@ def _config(url: str) -> str:
 SLOW_PIPELINE = """\
   slow:
     steps:
-      - {name: long deploy, type: command, run: "sleep 60"}
+      - {name: long deploy, type: command, run: "echo $$ > pid; sleep 60"}
 """
 
 
@@ -291,6 +291,50 @@ def test_a_long_step_does_not_hold_back_events_and_other_runs(
     assert queries.show_run(services, slow)["status"] == "running"
     runs.cancel(services, slow, user="ann")
     _until(lambda: queries.show_run(services, slow)["status"] == "cancelled", "the cancel")
+
+
+def test_a_stop_during_a_long_step_kills_its_command_and_leaves_the_run_to_a_takeover(
+    services: Services, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stopping with a step still running: its command dies, the run is not marked cancelled.
+
+    The run keeps its claim until the lease runs out; a takeover then applies the
+    interrupted-step rules. (Marking it cancelled would read as a user's cancel.)
+    """
+    monkeypatch.setattr(engine_background, "STOP_WAIT", 0.5)
+    wakeup = Wakeup()
+    stop = threading.Event()
+    worker = Worker(services=services, name="bg", concurrency=2)
+    thread = threading.Thread(
+        target=background, args=(services, worker, stop, 3600.0, wakeup), daemon=True
+    )
+    thread.start()
+    slow = runs.start_run(services, runs.RunRequest(pipeline="slow", user="ann"))
+    wakeup.wake()
+    # The command writes its shell's pid into its working directory, under the data dir.
+    pid_files: list[Path] = []
+
+    def written() -> bool:
+        pid_files[:] = [p for p in services.data_dir.rglob("pid") if p.read_text().strip()]
+        return bool(pid_files)
+
+    _until(written, "the command's pid")
+    pid = int(pid_files[0].read_text())
+    stop.set()
+    wakeup.wake()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the worker did not stop when asked"
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"  # killed, not yet reaped
+
+    _until(gone, "the command to be killed", timeout=10)
+    view = queries.show_run(services, slow)
+    assert (view["status"], view["steps"][0]["status"]) == ("running", "running")
 
 
 def test_the_worker_keeps_one_registry_connection_across_events(

@@ -24,7 +24,8 @@ in flight progress (`Worker.settle`) until one ends, an event is announced,
 or `poll` seconds pass; so a deploy step that takes ten minutes does not
 delay the events, polls, schedules and other runs behind it. On stop, runs
 in flight get `STOP_WAIT` seconds to end or reach a wait; a run still going
-then is taken over by another worker when its lease runs out.
+then has its command stopped and is taken over by another worker when its
+lease runs out (`Worker.abandon`).
 
 **Giving way to ingestion.** The worker shares the process (and Python's
 GIL) with the HTTP server. While events are being accepted faster than
@@ -214,3 +215,11 @@ def _finish_in_flight(worker: Worker, report: Callable[[str], None]) -> None:
         aio.run(worker.settle(timeout=STOP_WAIT, until_all=True))
     except Exception as exc:
         report(f"background error: {type(exc).__name__}: {exc}")
+    if worker.in_flight:
+        # Leaving the kept loop cancels these: their commands are killed, and the
+        # runs are left for a takeover when their leases run out.
+        report(
+            f"stopping: {worker.in_flight} run(s) still in flight; their commands are "
+            "stopped and another worker takes them over when their leases run out"
+        )
+        worker.abandon()

@@ -83,6 +83,7 @@ class Worker:
     # Runs started by ``start_runs`` and not yet reaped: tasks on the caller's kept event
     # loop (conveyor.aio.thread_loop), which progress whenever that loop runs.
     _in_flight: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False)
+    _abandoning: bool = field(default=False, init=False, repr=False)
 
     # --- claiming ----------------------------------------------------------------------------
 
@@ -182,6 +183,16 @@ class Worker:
             if done and not until_all:
                 break
         self._reap()
+
+    def abandon(self) -> None:
+        """The process is stopping: runs cancelled from now on are left to a takeover.
+
+        Their commands are killed (process group) as on any cancel, but the run
+        is not marked cancelled: it stays claimed until its lease runs out, and
+        the worker that takes it over applies the usual rules for a step found
+        running (idempotent kinds run again, others fail as interrupted).
+        """
+        self._abandoning = True
 
     def _reap(self) -> None:
         finished = {task for task in self._in_flight if task.done()}
@@ -411,6 +422,8 @@ class Worker:
         try:
             outcome = await task
         except asyncio.CancelledError:
+            if self._abandoning:
+                return None  # the process stops: a takeover decides (see `abandon`)
             if heartbeat.done() and heartbeat.result() == "lost":
                 return None  # another worker holds the run now; it decides what happened
             self._fail(run_id, step_id, "cancelled", cancelled=True)

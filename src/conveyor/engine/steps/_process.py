@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,8 @@ from conveyor.engine.context import LogSink
 
 # Lines longer than this are cut in the log: a runaway command must not fill the database.
 MAX_LINE = 8192
+# After a cancel kills the process group, how long to wait for it to be reaped.
+REAP_TIMEOUT = 5.0
 
 
 async def run_process(
@@ -67,6 +70,12 @@ async def run_process(
         raise StepFailed(f"{what} timed out after {_seconds(timeout)}") from None
     except asyncio.CancelledError:
         _kill_group(process.pid)
+        # Reap it before the cancel goes on (``wait`` also sees its pipes closed):
+        # the loop may be closing (a server stopping), whose own cancel of every
+        # task may already have stopped the pumps, and a child left unreaped would
+        # leak. Not through ``pumps``, for that reason.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(process.wait(), REAP_TIMEOUT)
         raise
 
 
