@@ -192,6 +192,19 @@ CASES = [
         id="webhook-without-secret",
     ),
     pytest.param(
+        GOOD_HEAD + "webhooks:\n  hub:\n    format: harbor\n    auth: oidc\n    audience: x\n",
+        "conveyor.yaml:16:11: webhooks.hub.auth: auth 'oidc' checks Google Pub/Sub push tokens "
+        "(format 'gar'); 'harbor' does not send them",
+        id="oidc-for-another-sender",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  hook:\n    format: distribution\n    header: X-Token\n"
+        "    secret_env: HOOK_SECRET\n",
+        "conveyor.yaml:16:13: webhooks.hook.header: 'header' is only used with auth 'header' or "
+        "'hmac-sha256', not 'bearer'",
+        id="header-with-bearer",
+    ),
+    pytest.param(
         GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n",
         "conveyor.yaml:14:3: webhooks.gar: auth 'oidc' needs 'audience' (the push "
         "subscription's audience",

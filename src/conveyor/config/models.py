@@ -363,6 +363,27 @@ class Webhook(Strict):
     def _no_inline(cls, data: Any) -> Any:  # noqa: ANN401
         return refuse_inline_secret(data, field="webhook")
 
+    @field_validator("auth")
+    @classmethod
+    def _oidc_for_pubsub(cls, value: str, info: ValidationInfo) -> str:
+        sender = info.data.get("format")
+        if value == "oidc" and sender is not None and sender != "gar":
+            raise ValueError(
+                f"auth 'oidc' checks Google Pub/Sub push tokens (format 'gar'); "
+                f"'{sender}' does not send them: use bearer, header, hmac-sha256 or basic"
+            )
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _header_for_header_modes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        auth = info.data.get("auth")
+        if value is not None and auth is not None and auth not in ("header", "hmac-sha256"):
+            raise ValueError(
+                f"'header' is only used with auth 'header' or 'hmac-sha256', not '{auth}'"
+            )
+        return value
+
     @field_validator("secret_env")
     @classmethod
     def _secret_for_shared_modes(cls, value: str | None, info: ValidationInfo) -> str | None:
