@@ -7,6 +7,7 @@ registry that counts the TCP connections it is asked to open.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import textwrap
@@ -293,13 +294,13 @@ def test_a_long_step_does_not_hold_back_events_and_other_runs(
     _until(lambda: queries.show_run(services, slow)["status"] == "cancelled", "the cancel")
 
 
-def test_a_stop_during_a_long_step_kills_its_command_and_leaves_the_run_to_a_takeover(
+def test_a_stop_during_a_long_step_kills_its_command_and_gives_the_run_back(
     services: Services, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Stopping with a step still running: its command dies, the run is not marked cancelled.
 
-    The run keeps its claim until the lease runs out; a takeover then applies the
-    interrupted-step rules. (Marking it cancelled would read as a user's cancel.)
+    The run is given back, so another worker takes it over at once and applies
+    the interrupted-step rules. (Marking it cancelled would read as a user's cancel.)
     """
     monkeypatch.setattr(engine_background, "STOP_WAIT", 0.5)
     wakeup = Wakeup()
@@ -335,6 +336,12 @@ def test_a_stop_during_a_long_step_kills_its_command_and_leaves_the_run_to_a_tak
     _until(gone, "the command to be killed", timeout=10)
     view = queries.show_run(services, slow)
     assert (view["status"], view["steps"][0]["status"]) == ("running", "running")
+    # Given back: the next worker takes it over at once; a command step found
+    # running was interrupted, so it fails as such (it is not run twice).
+    asyncio.run(Worker(services=services, name="next").run_until_idle())
+    view = queries.show_run(services, slow)
+    assert view["status"] == "failed"
+    assert "interrupted" in view["steps"][0]["reason"]
 
 
 def test_the_worker_keeps_one_registry_connection_across_events(

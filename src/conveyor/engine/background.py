@@ -24,8 +24,8 @@ in flight progress (`Worker.settle`) until one ends, an event is announced,
 or `poll` seconds pass; so a deploy step that takes ten minutes does not
 delay the events, polls, schedules and other runs behind it. On stop, runs
 in flight get `STOP_WAIT` seconds to end or reach a wait; a run still going
-then has its command stopped and is taken over by another worker when its
-lease runs out (`Worker.abandon`).
+then has its command stopped and is given back, unclaimed, for the next
+worker (or this one, restarted) to take over (`Worker.abandon`).
 
 **Giving way to ingestion.** The worker shares the process (and Python's
 GIL) with the HTTP server. While events are being accepted faster than
@@ -217,9 +217,9 @@ def _finish_in_flight(worker: Worker, report: Callable[[str], None]) -> None:
         report(f"background error: {type(exc).__name__}: {exc}")
     if worker.in_flight:
         # Leaving the kept loop cancels these: their commands are killed, and the
-        # runs are left for a takeover when their leases run out.
+        # runs are given back for a takeover.
         report(
             f"stopping: {worker.in_flight} run(s) still in flight; their commands are "
-            "stopped and another worker takes them over when their leases run out"
+            "stopped and the runs given back for the next worker to take over"
         )
         worker.abandon()

@@ -188,9 +188,10 @@ class Worker:
         """The process is stopping: runs cancelled from now on are left to a takeover.
 
         Their commands are killed (process group) as on any cancel, but the run
-        is not marked cancelled: it stays claimed until its lease runs out, and
-        the worker that takes it over applies the usual rules for a step found
-        running (idempotent kinds run again, others fail as interrupted).
+        is not marked cancelled: it is given back (unclaimed, still running), so
+        the next worker to look, or this server once restarted, takes it over at
+        once and applies the usual rules for a step found running (idempotent
+        kinds run again, others fail as interrupted).
         """
         self._abandoning = True
 
@@ -422,8 +423,10 @@ class Worker:
         try:
             outcome = await task
         except asyncio.CancelledError:
-            if self._abandoning:
-                return None  # the process stops: a takeover decides (see `abandon`)
+            if self._abandoning:  # the process stops: a takeover decides (see `abandon`)
+                with unit_of_work(self.services.engine) as session:
+                    claims.release_run(session, run_id, worker=self.name)
+                return None
             if heartbeat.done() and heartbeat.result() == "lost":
                 return None  # another worker holds the run now; it decides what happened
             self._fail(run_id, step_id, "cancelled", cancelled=True)
