@@ -17,11 +17,12 @@ import sqlalchemy as sa
 
 from conveyor.core import gates
 from conveyor.core.errors import RegistryUnavailable
+from conveyor.engine import scheduler as scheduler_module
 from conveyor.engine.scheduler import Scheduler
 from conveyor.engine.worker import Worker
 from conveyor.service import queries, runs, triggers
 from conveyor.service.context import Services
-from conveyor.store import tables
+from conveyor.store import claims, tables
 from conveyor.store.database import unit_of_work
 from conveyor.testing import InMemoryRegistry
 from tests.service.conftest import STORY
@@ -147,6 +148,36 @@ def test_triggers_due_for_over_a_day_are_given_up(
     services.clock.now += triggers.HORIZON + timedelta(minutes=1)  # type: ignore[attr-defined]
     assert Scheduler(services=services, owner="p1").tick() == []
     assert _runs(services, "smoke") == [] and not _due(services, good)
+
+
+def test_triggers_being_handled_elsewhere_are_left_alone(
+    make_services: Callable[[str], Services],
+    registry: InMemoryRegistry,
+    crashing_worker: Callable[[Services], Worker],
+) -> None:
+    """While another process holds a run's trigger lease, the sweep starts nothing for it."""
+    services = make_services(CHAINED)
+    clock = services.clock
+    registry.push("team/myapp", "myapp-V1.0.0", b"v1")
+    good = _approved_prerelease(services, crashing_worker(services))
+    lease = f"pipeline-triggers:run-{good}"
+    with unit_of_work(services.engine) as session:
+        assert claims.acquire_lease(
+            session, lease, owner="elsewhere", ttl=timedelta(minutes=5), now=clock()
+        )
+    clock.now += triggers.GRACE  # type: ignore[attr-defined]
+    scheduler = Scheduler(services=services, owner="p1")
+    assert scheduler.tick() == []
+    assert _runs(services, "smoke") == [] and _due(services, good)
+
+    with unit_of_work(services.engine) as session:
+        claims.release_lease(session, lease, owner="elsewhere")
+    clock.now += scheduler_module.FOLLOW_UP_INTERVAL  # type: ignore[attr-defined]
+    assert len(scheduler.tick()) == 1
+    assert len(_runs(services, "smoke")) == 1 and not _due(services, good)
+    # Handled: a late second call (the worker's own, say) starts nothing more.
+    assert triggers.after_run(services, good) == []
+    assert len(_runs(services, "smoke")) == 1
 
 
 def test_runs_nobody_waits_for_are_not_due(

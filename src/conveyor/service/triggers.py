@@ -10,15 +10,19 @@ engine/scheduler.py) handles the run later: only runs that ended at least
 ``GRACE`` ago, so it does not race the worker's own call, and none that ended
 more than ``HORIZON`` ago (those are given up with an error in the log).
 
-**Once each.** A started run is marked ``triggered_by = "pipeline <name> run
-<id>"``; ``after_run`` skips a pipeline that already has a run with that
-mark, so handling a run twice (the worker, then the sweep after a crash)
-starts nothing twice. A start refused for good (a gate, a bad mark, a tag the
-source does not admit) is logged and not retried.
+**Once each.** Handling a run's triggers holds a lease on them, so the
+worker and the sweep never handle one run at the same time, and a run whose
+triggers are no longer due is left alone. A started run is also marked
+``triggered_by = "pipeline <name> run <id>"``; ``after_run`` skips a pipeline
+that already has a run with that mark, so a handling cut short by a crash
+(the lease then expires) starts nothing twice when it is redone. A start
+refused for good (a gate, a bad mark, a tag the source does not admit) is
+logged and not retried.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -28,7 +32,7 @@ from conveyor.core.errors import ConveyorError, DatabaseUnavailable, RegistryUna
 from conveyor.core.runs import RunStatus
 from conveyor.service import runs
 from conveyor.service.context import Services
-from conveyor.store import tables
+from conveyor.store import claims, tables
 from conveyor.store.database import unit_of_work
 
 log = structlog.get_logger("conveyor.triggers")
@@ -41,6 +45,8 @@ GRACE = timedelta(seconds=60)
 HORIZON = timedelta(hours=24)
 # Runs the sweep handles per call.
 SWEEP_BATCH = 20
+# How long one handling of a run's triggers may hold them (a crash frees them after it).
+HANDLING_LEASE = timedelta(minutes=5)
 # Failures that pass: the run stays due and the sweep tries again.
 _TRANSIENT = (RegistryUnavailable, DatabaseUnavailable)
 
@@ -49,11 +55,32 @@ def after_run(services: Services, run_id: int) -> list[int]:
     """Start every pipeline whose `pipeline:` trigger matches this finished run, once each.
 
     Clears the run's ``triggers_due`` unless a start failed for a reason that
-    passes, in which case ``follow_up`` tries again later.
+    passes, in which case ``follow_up`` tries again later. One caller at a
+    time per run (a lease): the worker and the sweep never start followers of
+    the same run at once, and a run no longer due is left alone.
     """
+    lease = f"pipeline-triggers:run-{run_id}"
+    owner = uuid.uuid4().hex
+    with unit_of_work(services.engine) as session:
+        held = claims.acquire_lease(
+            session, lease, owner=owner, ttl=HANDLING_LEASE, now=services.clock()
+        )
+    if not held:
+        log.info("pipeline triggers of this run are being handled elsewhere", run=run_id)
+        return []
+    try:
+        return _fire(services, run_id)
+    finally:
+        with unit_of_work(services.engine) as session:
+            claims.release_lease(session, lease, owner=owner)
+
+
+def _fire(services: Services, run_id: int) -> list[int]:
     with unit_of_work(services.engine, read_only=True) as session:
         run = runs.load_run(session, run_id)
-        finished, status = run.pipeline, run.status
+        finished, status, due = run.pipeline, run.status, run.triggers_due
+    if not due:
+        return []  # handled meanwhile (the worker, or the sweep after it)
     started: list[int] = []
     retry = False
     for name, pipeline in services.definitions.pipelines.items():
