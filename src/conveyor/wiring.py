@@ -71,10 +71,11 @@ class ConfiguredRegistries:
 
     def docker_config_path(self, setting: bool | str) -> Path:
         """``docker_config: true``: ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``."""
+        from conveyor.registry import dockerconfig
+
         if isinstance(setting, str):
             return Path(setting).expanduser()
-        directory = self.environ.get("DOCKER_CONFIG")
-        return Path(directory) / "config.json" if directory else Path.home() / ".docker/config.json"
+        return dockerconfig.default_path(self.environ.get("DOCKER_CONFIG"))
 
     async def transfer(
         self,

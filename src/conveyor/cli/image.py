@@ -31,8 +31,7 @@ T = TypeVar("T")
 
 def default_authfile() -> Path:
     """Docker's config.json: ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``."""
-    directory = settings.environ_value("DOCKER_CONFIG")
-    return Path(directory) / "config.json" if directory else Path.home() / ".docker/config.json"
+    return dockerconfig.default_path(settings.environ_value("DOCKER_CONFIG"))
 
 
 @dataclass

@@ -32,6 +32,13 @@ HELPER_TIMEOUT = 30.0
 TOKEN_USERNAME = "<token>"
 
 
+def default_path(docker_config_dir: str | None) -> Path:
+    """Docker's config.json: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
+    if docker_config_dir:
+        return Path(docker_config_dir) / "config.json"
+    return Path.home() / ".docker/config.json"
+
+
 def _keys_for(host: str) -> list[str]:
     if host in ("docker.io", "registry-1.docker.io", "index.docker.io"):
         return list(_DOCKER_HUB_KEYS)
