@@ -90,11 +90,7 @@ def jobs_of(services: Services) -> list[Job]:
                     )
                 )
     jobs = [*polls.values(), *schedules]
-    if any(
-        trigger.pipeline is not None
-        for pipeline in services.definitions.pipelines.values()
-        for trigger in pipeline.triggers
-    ):
+    if triggers.awaited_pipelines(services.definitions):
         jobs.append(Job(name="pipeline-triggers", kind="follow-up", interval=FOLLOW_UP_INTERVAL))
     return jobs
 

@@ -242,12 +242,7 @@ class Worker:
     def _awaited_pipelines(self) -> frozenset[str]:
         """Pipelines that some `pipeline:` trigger waits for."""
         if self._awaited is None:
-            self._awaited = frozenset(
-                trigger.pipeline.name
-                for pipeline in self.services.definitions.pipelines.values()
-                for trigger in pipeline.triggers
-                if trigger.pipeline is not None
-            )
+            self._awaited = triggers.awaited_pipelines(self.services.definitions)
         return self._awaited
 
     # --- one step ----------------------------------------------------------------------------

@@ -28,11 +28,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 import structlog
 
+from conveyor.config.loader import Definitions
 from conveyor.core.errors import ConveyorError, DatabaseUnavailable, RegistryUnavailable
 from conveyor.core.runs import RunStatus
 from conveyor.service import runs
 from conveyor.service.context import Services
 from conveyor.store import claims, tables
+from conveyor.store import runs as store_runs
 from conveyor.store.database import unit_of_work
 
 log = structlog.get_logger("conveyor.triggers")
@@ -49,6 +51,16 @@ SWEEP_BATCH = 20
 HANDLING_LEASE = timedelta(minutes=5)
 # Failures that pass: the run stays due and the sweep tries again.
 _TRANSIENT = (RegistryUnavailable, DatabaseUnavailable)
+
+
+def awaited_pipelines(definitions: Definitions) -> frozenset[str]:
+    """The pipelines some `pipeline:` trigger waits for (whose runs can leave triggers due)."""
+    return frozenset(
+        trigger.pipeline.name
+        for pipeline in definitions.pipelines.values()
+        for trigger in pipeline.triggers
+        if trigger.pipeline is not None
+    )
 
 
 def after_run(services: Services, run_id: int) -> list[int]:
@@ -146,9 +158,7 @@ def follow_up(services: Services, *, now: datetime) -> list[int]:
 
 def _handled(services: Services, run_id: int) -> None:
     with unit_of_work(services.engine) as session:
-        session.execute(
-            sa.update(tables.Run).where(tables.Run.id == run_id).values(triggers_due=False)
-        )
+        store_runs.set_run(session, run_id, triggers_due=False)
 
 
 def _already_started(services: Services, pipeline: str, marker: str) -> bool:
