@@ -146,28 +146,26 @@ def run_background(
                 wakeup.clear()  # a wake-up during the work below makes another round
                 busy = 0
                 try:
-                    now = time.monotonic()
-                    if now >= next_tick:
+                    if time.monotonic() >= next_tick:
                         busy += len(scheduler.tick())
                         next_tick = time.monotonic() + poll
-                    began = time.monotonic()
-                    if announced or more_events or began >= next_look:
-                        # Events are looked at when announced, while batches come
-                        # full, and every `poll` seconds; not after every run.
-                        found = events.process_pending(
-                            services, owner=worker.name, limit=EVENT_BATCH
-                        )
-                        more_events = found == EVENT_BATCH
+                    # Events are looked at when announced, while batches come full,
+                    # and every `poll` seconds; not after every run.
+                    look = announced or more_events or time.monotonic() >= next_look
+                    if look:
                         next_look = time.monotonic() + poll
-                        busy += found
-                    busy += aio.run(worker.start_runs(limit=RUN_BATCH))
-                    if worker.in_flight:
-                        # Runs progress until one ends (a free slot), new work is
-                        # announced, or it is time to look again.
-                        wait = RUN_SLICE if busy else poll
-                        aio.run(worker.settle(timeout=wait, wake=wakeup.is_set))
-                    if busy:
-                        give_way(stop, wakeup, began)
+                    found, started = _round(
+                        services,
+                        worker,
+                        stop,
+                        wakeup,
+                        events_too=look,
+                        idle=poll,
+                        wake=wakeup.is_set,
+                    )
+                    if look:
+                        more_events = found == EVENT_BATCH
+                    busy += found + started
                 except Exception as exc:  # the server keeps serving; the error is shown
                     report(f"background error: {type(exc).__name__}: {exc}")
                 if not busy and not worker.in_flight:
@@ -175,6 +173,35 @@ def run_background(
             _finish_in_flight(worker, report)
     finally:
         scheduler.release()
+
+
+def _round(
+    services: Services,
+    worker: Worker,
+    stop: threading.Event,
+    wakeup: Wakeup,
+    *,
+    events_too: bool,
+    idle: float,
+    wake: Callable[[], bool],
+) -> tuple[int, int]:
+    """A batch of events (``events_too``), runs started in free slots, then runs progress.
+
+    Runs in flight progress until one ends (a free slot), ``wake()`` is true, or
+    ``RUN_SLICE`` (after work) or ``idle`` seconds pass. Returns how many events
+    were processed and how many runs started.
+    """
+    began = time.monotonic()
+    found = 0
+    if events_too:
+        found = events.process_pending(services, owner=worker.name, limit=EVENT_BATCH)
+    started = aio.run(worker.start_runs(limit=RUN_BATCH))
+    if worker.in_flight:
+        wait = RUN_SLICE if found or started else idle
+        aio.run(worker.settle(timeout=wait, wake=wake))
+    if found or started:
+        give_way(stop, wakeup, began)
+    return found, started
 
 
 def give_way(stop: threading.Event, wakeup: Wakeup, began: float) -> None:
@@ -193,17 +220,17 @@ def drain(services: Services, worker: Worker, stop: threading.Event, wakeup: Wak
             stack.enter_context(aio.thread_loop())
         done = 0
         while not stop.is_set():
-            began = time.monotonic()
-            batch = events.process_pending(services, owner=worker.name, limit=EVENT_BATCH)
-            batch += aio.run(worker.start_runs(limit=RUN_BATCH))
-            done += batch
-            if worker.in_flight:
-                aio.run(worker.settle(timeout=RUN_SLICE if batch else MAX_PAUSE))
-            elif not batch:
+            found, started = _round(
+                services, worker, stop, wakeup, events_too=True, idle=MAX_PAUSE, wake=_never
+            )
+            done += found + started
+            if not (found or started or worker.in_flight):
                 break
-            if batch:
-                give_way(stop, wakeup, began)
         return done
+
+
+def _never() -> bool:
+    return False
 
 
 def _finish_in_flight(worker: Worker, report: Callable[[str], None]) -> None:
