@@ -125,6 +125,9 @@ SLOW_PIPELINE = """\
   slow:
     steps:
       - {name: long deploy, type: command, run: "echo $$ > pid; sleep 60"}
+  short:
+    steps:
+      - {name: short deploy, type: command, run: "echo $$ > pid; sleep 2"}
 """
 
 
@@ -342,6 +345,33 @@ def test_a_stop_during_a_long_step_kills_its_command_and_gives_the_run_back(
     view = queries.show_run(services, slow)
     assert view["status"] == "failed"
     assert "interrupted" in view["steps"][0]["reason"]
+
+
+def test_a_stop_waits_for_a_run_in_flight_to_end_and_no_longer(
+    services: Services,
+) -> None:
+    """A step that ends within the stop's grace (25 s) ends, and the stop follows at once.
+
+    (The stop used to go on polling the finished run until the grace ran out.)
+    """
+    wakeup = Wakeup()
+    stop = threading.Event()
+    worker = Worker(services=services, name="bg", concurrency=2)
+    thread = threading.Thread(
+        target=background, args=(services, worker, stop, 3600.0, wakeup), daemon=True
+    )
+    thread.start()
+    short = runs.start_run(services, runs.RunRequest(pipeline="short", user="ann"))
+    wakeup.wake()
+    _until(
+        lambda: any(p.read_text().strip() for p in services.data_dir.rglob("pid")),
+        "the step's command to start",
+    )
+    stop.set()
+    wakeup.wake()
+    thread.join(timeout=15)  # the step takes 2 s; the grace would be 25 s
+    assert not thread.is_alive(), "the stop waited past the end of the run in flight"
+    assert queries.show_run(services, short)["status"] == "succeeded"
 
 
 def test_the_worker_keeps_one_registry_connection_across_events(

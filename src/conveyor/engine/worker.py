@@ -171,12 +171,15 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._in_flight and not wake():
+        pending = {task for task in self._in_flight if not task.done()}
+        if len(pending) < len(self._in_flight) and not until_all:
+            pending = set()  # a slot is free already
+        while pending and not wake():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            done, _ = await asyncio.wait(
-                self._in_flight,
+            done, pending = await asyncio.wait(
+                pending,
                 timeout=min(remaining, WAKE_CHECK),
                 return_when=asyncio.ALL_COMPLETED if until_all else asyncio.FIRST_COMPLETED,
             )
