@@ -224,6 +224,7 @@ class TokenIssuer:
     ``grant_type=refresh_token``. ``refuse_get`` (e.g. 404 or 405) makes GET
     answer that status, as OAuth2-only token services do; ``refuse_post``
     does the same for POST, as token services without OAuth2 do.
+    ``failing`` lists statuses (e.g. 503) for the next GETs, one each.
     ``users`` maps username to password; ``policy(user, repository)`` gives
     the actions allowed (``user`` is None for anonymous). The token grants the
     intersection of asked and allowed actions, as the spec says. Every
@@ -235,6 +236,8 @@ class TokenIssuer:
     policy: Policy
     refuse_get: int | None = None
     refuse_post: int | None = None
+    # Statuses to answer the next requests with, one each (a busy or failing service).
+    failing: list[int] = field(default_factory=list)
     requests: list[TokenRequest] = field(default_factory=list)
     refresh_tokens: dict[str, str] = field(default_factory=dict)  # token -> user
     url: str = ""
@@ -293,6 +296,11 @@ class TokenIssuer:
         query = parse_qs(urlsplit(handler.path).query)
         ok, user = self._user(handler.headers.get("Authorization"))
         scopes = [s for value in query.get("scope", []) for s in value.split(" ") if s]
+        if self.failing:
+            status = self.failing.pop(0)
+            self.requests.append(TokenRequest("get", user, scopes, status))
+            handler.reply(status, b"service unavailable", {"Retry-After": "0"})
+            return
         if self.refuse_get:
             self.requests.append(TokenRequest("get", user, scopes, self.refuse_get))
             handler.reply(self.refuse_get, b"404 page not found")

@@ -43,7 +43,8 @@ from urllib.parse import unquote
 import httpx
 
 from conveyor.core.credentials import Credentials, Secret
-from conveyor.core.errors import RegistryUnauthorized
+from conveyor.core.errors import RegistryUnauthorized, RegistryUnavailable
+from conveyor.registry._errors import parse_retry_after
 
 # Tokens without expires_in last 60 s (token spec); renew this long before expiry.
 DEFAULT_TOKEN_LIFETIME = 60.0
@@ -215,6 +216,13 @@ class RegistryAuth(httpx.Auth):
             return self._store_token(fetch, response)
         realm = self._bearer.get("realm", "")
         where = f"the token service {realm} of {self._registry}"
+        if status == 429 or status >= 500:
+            # Busy or failing, not a verdict on the credentials: the client retries.
+            raise RegistryUnavailable(
+                f"{where} is unavailable (HTTP {status}); try again later",
+                registry=self._registry,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
         if fetch.method == "get" and status in GET_REFUSED:
             # A token service that serves only the OAuth2 POST flow.
             self._post = True

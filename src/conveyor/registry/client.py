@@ -26,6 +26,7 @@ from conveyor.core.errors import (
     InvalidDigest,
     InvalidInput,
     RegistryError,
+    RegistryUnavailable,
     UnsupportedMediaType,
 )
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
@@ -245,6 +246,11 @@ class DistributionRegistry:
                         method, url, headers=headers, content=content, params=params
                     )
                     response = await self._http.send(request, stream=stream)
+            except RegistryUnavailable as unavailable:  # from the auth flow: its token service
+                if last:
+                    raise
+                await self._sleep(self._retry.delay(attempt, unavailable.retry_after))
+                continue
             except httpx.HTTPError as exc:
                 error = _errors.from_transport(exc, registry=self.endpoint.host, what=what)
                 if last or not error.retryable:

@@ -87,6 +87,36 @@ class TestToken:
             f"{token_registry.host}"
         )
 
+    async def test_a_failing_token_service_is_retried(
+        self, token_registry, token_issuer, token_image, ca, client_for
+    ):
+        """A 503 from the token service is not a verdict on the password: the request is retried."""
+        client = client_for(
+            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
+        )
+        start = len(token_issuer.requests)
+        token_issuer.failing = [503]
+        pinned = await client.resolve(ImageRef.parse(f"{token_registry.host}/team/app:v1"))
+        assert str(pinned.digest) == token_image
+        assert [r.status for r in token_issuer.requests[start:]] == [503, 200]
+
+    async def test_a_token_service_still_failing_is_unavailable_not_unauthorized(
+        self, token_registry, token_issuer, token_image, ca, client_for
+    ):
+        """Once retries run out: RegistryUnavailable (retryable), naming the service and status."""
+        client = client_for(
+            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
+        )
+        token_issuer.failing = [503, 502, 503, 503]
+        with pytest.raises(errors.RegistryUnavailable) as caught:
+            await client.resolve(ImageRef.parse(f"{token_registry.host}/team/app:v1"))
+        assert caught.value.retryable
+        assert str(caught.value) == (
+            f"the token service {token_issuer.url} of {token_registry.host} is unavailable "
+            "(HTTP 502); try again later"
+        )
+        token_issuer.failing = []
+
     async def test_anonymous_token_for_public_pull(
         self, token_registry, token_image, ca, client_for
     ):
