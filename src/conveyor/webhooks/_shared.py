@@ -377,13 +377,14 @@ def _trim_fraction(text: str) -> str:
 
 
 def shown(text: str) -> str:
-    """Sender-chosen text as shown in a message: at most 80 characters, ASCII."""
-    # Key names can come from the sender (severity names, report types): keep
-    # messages short and printable whatever was sent.
-    if len(text) <= _ECHO_LIMIT and text.isascii():
+    """Sender-chosen text as shown in a message: at most 80 characters, printable ASCII."""
+    # Key names and key ids come from the sender (severity names, report types,
+    # a token's kid): keep messages short and printable whatever was sent, so a
+    # newline or a terminal escape cannot forge or garble a log line.
+    if len(text) <= _ECHO_LIMIT and text.isascii() and text.isprintable():
         return text  # the usual case, unchanged by the escaping below
     cut = text if len(text) <= _ECHO_LIMIT else f"{text[:_ECHO_LIMIT]}…"
-    return cut.encode("ascii", "backslashreplace").decode()
+    return cut.encode("unicode_escape").decode("ascii")
 
 
 def _type_name(value: object) -> str:

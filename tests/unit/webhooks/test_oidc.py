@@ -140,6 +140,14 @@ class TestRefused:
         assert isinstance(error, UnknownSigningKey) and error.kid == "attacker-key"
         assert "not among the signing keys from the test's key set" in str(error)
 
+    def test_a_kid_with_control_characters_is_shown_escaped(
+        self, other_key: oidc.SigningKey
+    ) -> None:
+        """The sender chooses the kid: a newline in it reaches the message escaped."""
+        token = other_key.sign(oidc.claims(RECEIVED_AT), kid="evil\nkid")
+        error = _refused(token, "key 'evil\\nkid'")
+        assert str(error).isprintable()
+
     def test_no_kid(self, key: oidc.SigningKey) -> None:
         token = jwt.encode(oidc.claims(RECEIVED_AT), key.private, algorithm="RS256")
         _refused(token, "names no signing key ('kid')")

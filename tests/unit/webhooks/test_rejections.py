@@ -331,3 +331,17 @@ def test_sender_chosen_keys_are_shortened_in_messages() -> None:
         FORMATS["ecr"].parse(delivery(body))
     assert len(str(caught.value)) < 300
     assert "\\u2603" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [("bad\nkey", "bad\\nkey"), ("\x1b[31mred", "\\x1b[31mred"), ("tab\there", "tab\\there")],
+)
+def test_control_characters_in_sender_keys_are_escaped(key: str, expected: str) -> None:
+    """A newline or terminal escape the sender chose cannot reach a message (or a log) raw."""
+    body = mutate("ecr-image-scan", {"detail.finding-severity-counts": {key: "x"}})
+    with pytest.raises(WebhookRejected) as caught:
+        FORMATS["ecr"].parse(delivery(body))
+    message = str(caught.value)
+    assert expected in message
+    assert message.isprintable()
