@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +37,19 @@ def state_options(func: F) -> F:
 
 
 def worker_options(func: F) -> F:
-    """--lease and --concurrency, which `conveyor worker` and `conveyor serve` take."""
+    """--lease, --concurrency and --event-retention, which `conveyor worker` and `serve` take."""
+    func = click.option(
+        "--event-retention",
+        default=None,
+        metavar="DURATION",
+        envvar="CONVEYOR_EVENT_RETENTION",
+        show_envvar=True,
+        callback=lambda _ctx, param, value: (
+            None if value is None else parse_retention(value, param.opts[0])
+        ),
+        help="Every hour, delete webhook events received longer ago than this and done "
+        "with (e.g. 30d; at least 1d). Default: keep every event.",
+    )(func)
     func = click.option(
         "--concurrency",
         default=4,
@@ -55,6 +68,24 @@ def worker_options(func: F) -> F:
         show_envvar=True,
         help="Seconds a claim lasts without renewal (crash takeover time).",
     )(func)
+
+
+def parse_retention(text: str, option: str) -> timedelta:
+    """An event retention given on the command line: a duration of at least MIN_RETENTION."""
+    from conveyor.core import durations
+    from conveyor.service.events import MIN_RETENTION
+
+    try:
+        retention = durations.parse_duration(text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
+    if retention < MIN_RETENTION:
+        raise click.BadParameter(
+            f"'{text}' is shorter than {durations.format_duration(MIN_RETENTION)}, the "
+            "least retention (redeliveries are recognised against recent events)",
+            param_hint=option,
+        )
+    return retention
 
 
 def json_option(func: F) -> F:
@@ -236,6 +267,7 @@ def worker(
     poll: float,
     lease: float,
     concurrency: int,
+    event_retention: timedelta | None,
     config_path: Path | None,
     database_url: str | None,
 ) -> None:
@@ -244,9 +276,8 @@ def worker(
     Picks up after a crash; several workers may run at once (pollers and
     schedules run in exactly one of them).
     """
-    from datetime import timedelta
-
     services, _ = _services(config_path, database_url)
+    services.event_retention = event_retention
     engine_worker = Worker(
         services=services,
         name=worker_name(),

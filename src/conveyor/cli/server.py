@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from conveyor.cli.runs import _emit, _services, json_option, state_options, worker_options
+from conveyor.cli.runs import (
+    _emit,
+    _services,
+    json_option,
+    parse_retention,
+    state_options,
+    worker_options,
+)
 from conveyor.engine.background import Wakeup, run_background
 from conveyor.engine.worker import Worker, worker_name
 from conveyor.service import events, tokens
@@ -99,6 +106,7 @@ def serve(
     poll: float,
     lease: float,
     concurrency: int,
+    event_retention: timedelta | None,
     config_path: Path | None,
     database_url: str | None,
 ) -> None:
@@ -108,6 +116,7 @@ def serve(
     from conveyor.api.app import build_app
 
     services, _ = _services(config_path, database_url)
+    services.event_retention = event_retention
     worker = Worker(
         services=services,
         name=worker_name(),
@@ -217,6 +226,39 @@ def events_replay(event_id: int, config_path: Path | None, database_url: str | N
     services, settings = _services(config_path, database_url)
     outcome = events.replay(services, event_id, user=settings.user)
     click.echo(json.dumps(outcome, indent=2, default=str))
+
+
+@events_group.command("prune")
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="DURATION",
+    help="Delete events received longer ago than this (e.g. 30d; at least 1d).",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@state_options
+def events_prune(
+    older_than: str, dry_run: bool, config_path: Path | None, database_url: str | None
+) -> None:
+    """Delete old events that are done with (pending ones, and originals still repeated, stay).
+
+    Runs keep everything they recorded but the link to their event. `conveyor
+    serve --event-retention` does this every hour by itself.
+    """
+    retention = parse_retention(older_than, "--older-than")
+    services, settings = _services(config_path, database_url)
+
+    def progress(total: int) -> None:
+        click.echo(f"  {total} deleted so far ...", err=True)
+
+    pruned = events.prune(
+        services, older_than=retention, user=settings.user, dry_run=dry_run, progress=progress
+    )
+    verb = "would delete" if pruned.dry_run else "deleted"
+    click.echo(
+        f"{verb} {pruned.deleted} event(s) received before {pruned.before.isoformat()}",
+        err=True,
+    )
 
 
 @click.group("token")

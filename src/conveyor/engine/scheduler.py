@@ -13,7 +13,9 @@ the registry's ``Retry-After``; a successful poll resets the interval.
 
 One more singleton job exists when any pipeline has a `pipeline:` trigger:
 every ``FOLLOW_UP_INTERVAL`` it handles the triggers of runs that ended while
-their worker could not (``triggers.follow_up``).
+their worker could not (``triggers.follow_up``). And with an event retention
+(``--event-retention``), one deletes old inbox events every ``PRUNE_INTERVAL``
+(``events.prune``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from conveyor import aio
 from conveyor.core import durations
 from conveyor.core.errors import ConveyorError, IntegrationError
 from conveyor.core.images import PinnedImage
-from conveyor.service import polling, runs, triggers
+from conveyor.service import events, polling, runs, triggers
 from conveyor.service.context import Services
 from conveyor.store import claims, tables
 from conveyor.store.database import unit_of_work
@@ -44,6 +46,9 @@ MAX_BACKOFF_FACTOR = 16
 MAX_RETRY_AFTER = timedelta(hours=6)
 # How often the sweep looks for `pipeline:` triggers left due (service/triggers.py).
 FOLLOW_UP_INTERVAL = timedelta(seconds=15)
+# With --event-retention: how often old events are deleted, and who the audit log names.
+PRUNE_INTERVAL = timedelta(hours=1)
+PRUNE_IDENTITY = "event-retention"
 
 
 @dataclass
@@ -51,7 +56,7 @@ class Job:
     """One poller or schedule, with when it is next due."""
 
     name: str
-    kind: str  # "poll", "schedule" or "follow-up"
+    kind: str  # "poll", "schedule", "follow-up" or "prune"
     source: str | None = None
     pipelines: list[str] = field(default_factory=list)
     cron: str | None = None
@@ -92,6 +97,8 @@ def jobs_of(services: Services) -> list[Job]:
     jobs = [*polls.values(), *schedules]
     if triggers.awaited_pipelines(services.definitions):
         jobs.append(Job(name="pipeline-triggers", kind="follow-up", interval=FOLLOW_UP_INTERVAL))
+    if services.event_retention is not None:
+        jobs.append(Job(name="event-retention", kind="prune", interval=PRUNE_INTERVAL))
     return jobs
 
 
@@ -147,6 +154,10 @@ class Scheduler:
         return fire
 
     def _run(self, job: Job, now: datetime) -> list[int]:
+        if job.kind == "prune":
+            job.next_at = now + job.interval
+            self._prune()
+            return []
         if job.kind == "follow-up":
             job.next_at = now + job.interval
             return triggers.follow_up(self.services, now=now)
@@ -179,6 +190,21 @@ class Scheduler:
             job.backoff = 1
         job.next_at = now + wait
         return started
+
+    def _prune(self) -> None:
+        retention = self.services.event_retention
+        assert retention is not None, "the prune job exists only with a retention"
+        try:
+            pruned = events.prune(self.services, older_than=retention, user=PRUNE_IDENTITY)
+        except ConveyorError as error:  # e.g. the database is unavailable: next hour
+            log.warning("event retention failed", error=str(error))
+            return
+        if pruned.deleted:
+            log.info(
+                "old events deleted",
+                deleted=pruned.deleted,
+                received_before=pruned.before.isoformat(),
+            )
 
     def _poll(self, job: Job) -> list[int]:
         assert job.source is not None

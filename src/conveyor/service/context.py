@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -70,3 +70,5 @@ class Services:
     environ: Mapping[str, str] = field(default_factory=dict)
     # Signing keys of the auth: oidc webhook endpoints, by endpoint name.
     webhook_keys: Mapping[str, WebhookKeys] = field(default_factory=dict)
+    # Inbox events older than this (and done with) are deleted hourly; None keeps them all.
+    event_retention: timedelta | None = None

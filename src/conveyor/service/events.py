@@ -13,7 +13,7 @@ trigger why it did or did not fire.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +25,8 @@ from conveyor import aio, webhooks
 from conveyor.config.models import Webhook
 from conveyor.core import events as core_events
 from conveyor.core.credentials import Secret
-from conveyor.core.errors import ConveyorError, NotFound, WebhookRejected
+from conveyor.core.durations import format_duration
+from conveyor.core.errors import ConveyorError, InvalidInput, NotFound, WebhookRejected
 from conveyor.core.events import Headers, InboundDelivery, RegistryEvent
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
 from conveyor.service import runs
@@ -41,6 +42,10 @@ DEDUPE_WINDOW = timedelta(minutes=10)
 EVENT_LEASE = timedelta(seconds=60)
 # Resolving a scan event's tags costs one HEAD per tag; look at no more than this many.
 MAX_TAGS_TO_RESOLVE = 200
+# Pruning the inbox: never closer than this (redeliveries and repeats are matched
+# against recent events), and this many events per transaction.
+MIN_RETENTION = timedelta(days=1)
+PRUNE_CHUNK = 2000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -448,6 +453,63 @@ def replay(services: Services, event_id: int, *, user: str) -> dict[str, Any]:
             now=services.clock(),
         )
     return outcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pruned:
+    """What ``prune`` did (or, with ``dry_run``, would do)."""
+
+    before: datetime
+    deleted: int
+    dry_run: bool
+
+
+def prune(
+    services: Services,
+    *,
+    older_than: timedelta,
+    user: str,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Pruned:
+    """Delete inbox events received more than ``older_than`` ago that are done with.
+
+    Pending events stay, and so does an original that a kept event repeats.
+    Runs keep everything they recorded but the link to their event. Works in
+    transactions of ``PRUNE_CHUNK`` events (each audited with ``user``), so a
+    large inbox does not hold the database for long; ``progress(n)`` is
+    called after each with the running total. Raises InvalidInput for a
+    retention under ``MIN_RETENTION``.
+    """
+    if older_than < MIN_RETENTION:
+        raise InvalidInput(
+            f"the event retention must be at least {format_duration(MIN_RETENTION)} "
+            f"(redeliveries and repeats are recognised against recent events), "
+            f"not {format_duration(older_than)}"
+        )
+    before = services.clock() - older_than
+    if dry_run:
+        with unit_of_work(services.engine, read_only=True) as session:
+            count = inbox.count_prunable(session.connection(), before=before)
+        return Pruned(before=before, deleted=count, dry_run=True)
+    total = 0
+    while True:
+        with unit_of_work(services.engine) as session:
+            deleted = inbox.prune_events(session.connection(), before=before, limit=PRUNE_CHUNK)
+            if deleted:
+                audit.record_audit(
+                    session,
+                    identity=user,
+                    action="events.prune",
+                    target="events",
+                    details={"received_before": before.isoformat(), "deleted": deleted},
+                    now=services.clock(),
+                )
+        if not deleted:
+            return Pruned(before=before, deleted=total, dry_run=False)
+        total += deleted
+        if progress is not None:
+            progress(total)
 
 
 def list_events(services: Services, *, limit: int) -> list[dict[str, Any]]:

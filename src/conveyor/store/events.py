@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from conveyor.core import events as core_events
 from conveyor.core.errors import NotFound
 from conveyor.store import database
-from conveyor.store.tables import Event
+from conveyor.store.tables import Event, Run
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,3 +370,56 @@ def requeue_event(session: Session, event_id: int) -> Event:
     event.lease_expires_at = None
     session.flush()
     return event
+
+
+# Inbox rows that are done with: their triggers were matched (or they repeat one that was).
+PRUNABLE_STATUSES = ("processed", "duplicate", "failed")
+_RUNS: sa.Table = Run.__table__  # type: ignore[assignment]
+
+
+def _prunable(before: datetime) -> sa.Select[tuple[int]]:
+    """Ids of rows received before ``before`` and done with, oldest first.
+
+    A row still pending is never one. Nor is an original that a row kept
+    (newer, or pending) names as ``duplicate_of``: the inbox must still show
+    what that row repeats.
+    """
+    done = sa.and_(_EVENTS.c.received_at < before, _EVENTS.c.status.in_(PRUNABLE_STATUSES))
+    repeat = _EVENTS.alias("repeat")
+    kept_repeat = (
+        sa.exists()
+        .where(repeat.c.duplicate_of == _EVENTS.c.id)
+        .where(
+            sa.or_(
+                repeat.c.received_at >= before,
+                repeat.c.status.not_in(PRUNABLE_STATUSES),
+            )
+        )
+    )
+    return sa.select(_EVENTS.c.id).where(done, ~kept_repeat).order_by(_EVENTS.c.id)
+
+
+def count_prunable(connection: sa.Connection, *, before: datetime) -> int:
+    """How many rows ``prune_events`` would delete for this cut-off."""
+    prunable = _prunable(before).subquery()
+    return int(connection.scalar(sa.select(sa.func.count()).select_from(prunable)) or 0)
+
+
+def prune_events(connection: sa.Connection, *, before: datetime, limit: int) -> int:
+    """Delete about ``limit`` rows that ``_prunable`` selects; returns how many went.
+
+    Runs started by a deleted row keep everything they recorded but the link
+    (``runs.event_id`` becomes NULL).
+    """
+    ids = set(connection.scalars(_prunable(before).limit(limit)))
+    if not ids:
+        return 0
+    # The repeats of these originals are prunable too (else the original would be kept),
+    # but may lie beyond the limit: they go with their originals, or the foreign key fails.
+    ids.update(
+        connection.scalars(sa.select(_EVENTS.c.id).where(_EVENTS.c.duplicate_of.in_(ids)))
+    )
+    connection.execute(sa.update(_RUNS).where(_RUNS.c.event_id.in_(ids)).values(event_id=None))
+    # One statement for originals and repeats: the foreign key is checked at its end.
+    result = connection.execute(sa.delete(_EVENTS).where(_EVENTS.c.id.in_(ids)))
+    return int(result.rowcount)

@@ -389,6 +389,82 @@ class TestEventsInbox:
         assert (stored.status, stored.outcome, stored.processed_at) == ("processed", outcome, NOW)
 
 
+class TestEventRetention:
+    """events.prune_events: old events that are done with go; nothing else does."""
+
+    WINDOW = timedelta(minutes=10)
+
+    def _store(self, engine, delivery_id: str, at, **overrides) -> int:
+        with database.unit_of_work(engine) as session:
+            [stored] = events.record_deliveries(
+                session.connection(),
+                [(_delivery(delivery_id, **overrides), at)],
+                duplicate_window=self.WINDOW,
+            )
+        return stored.id
+
+    def _process(self, engine, *event_ids: int) -> None:
+        with database.unit_of_work(engine) as session:
+            for event_id in event_ids:
+                events.mark_processed(session, event_id, outcome={"triggers": []}, now=NOW)
+
+    def _left(self, engine) -> list[str]:
+        with database.unit_of_work(engine, read_only=True) as session:
+            return list(session.scalars(sa.select(Event.delivery_id).order_by(Event.id)))
+
+    def _prune(self, engine, before, limit: int = 1000) -> int:
+        with database.unit_of_work(engine) as session:
+            return events.prune_events(session.connection(), before=before, limit=limit)
+
+    def test_old_processed_events_go_and_pending_or_recent_ones_stay(self, engine):
+        old = NOW - timedelta(days=40)
+        done = self._store(engine, "old-done", old, digest=DIGEST)
+        self._store(engine, "old-pending", old, digest=OTHER_DIGEST)
+        recent = self._store(engine, "recent-done", NOW, tag="myapp-V2.0.0")
+        self._process(engine, done, recent)
+        with database.unit_of_work(engine, read_only=True) as session:
+            assert events.count_prunable(session.connection(), before=NOW - timedelta(days=30)) == 1
+        assert self._prune(engine, NOW - timedelta(days=30)) == 1
+        assert self._left(engine) == ["old-pending", "recent-done"]
+
+    def test_an_original_repeated_by_a_kept_event_stays(self, engine):
+        """The repeat is recent: deleting its original would leave it naming nothing."""
+        old = NOW - timedelta(days=40)
+        original = self._store(engine, "original", old)
+        # The same content again within the window, delivered late: recent, a repeat.
+        repeat = self._store(engine, "repeat", old + timedelta(minutes=1))
+        self._process(engine, original)
+        with database.unit_of_work(engine) as session:  # the repeat arrives again, recently
+            session.execute(sa.update(Event).where(Event.id == repeat).values(received_at=NOW))
+        assert self._prune(engine, NOW - timedelta(days=30)) == 0
+        assert self._left(engine) == ["original", "repeat"]
+
+    def test_an_old_original_goes_with_its_old_repeats_even_past_the_limit(self, engine):
+        old = NOW - timedelta(days=40)
+        original = self._store(engine, "original", old)
+        self._store(engine, "repeat-1", old + timedelta(minutes=1))
+        self._store(engine, "repeat-2", old + timedelta(minutes=2))
+        self._process(engine, original)
+        # A limit of one picks the original; its repeats must go in the same statement.
+        assert self._prune(engine, NOW - timedelta(days=30), limit=1) == 3
+        assert self._left(engine) == []
+
+    def test_a_run_keeps_its_record_and_loses_only_the_link(self, engine):
+        old = NOW - timedelta(days=40)
+        event_id = self._store(engine, "started-a-run", old)
+        self._process(engine, event_id)
+        with database.unit_of_work(engine) as session:
+            run_id = _new_run(session, event_id=event_id)
+        assert self._prune(engine, NOW - timedelta(days=30)) == 1
+        with database.unit_of_work(engine, read_only=True) as session:
+            run = runs.fetch_run(session, run_id)
+            assert (run.event_id, run.image_digest, run.image_tag) == (
+                None,
+                DIGEST,
+                "myapp-V1.0.0",
+            )
+
+
 class TestEnvironments:
     def test_history_is_newest_first_and_the_newest_is_current(self, engine):
         """The current deployment is the newest, and history lists all, newest first."""
