@@ -168,6 +168,44 @@ class TestWebhooks:
         assert SECRET not in response.text
         assert _counts(services) == (0, 0)
 
+    def test_during_a_rotation_the_previous_secret_is_also_accepted(
+        self, tmp_path: Path, registry: InMemoryRegistry
+    ) -> None:
+        """previous_secret_env: the old secret still gets in (logged); anything else does not."""
+        rotating = CONFIG.replace(
+            "secret_env: HOOK_SECRET", "secret_env: HOOK_SECRET\n    previous_secret_env: OLD"
+        )
+        (tmp_path / "conveyor.yaml").write_text(rotating)
+        definitions = loader.load(tmp_path / "conveyor.yaml")
+        environ = {"HOOK_SECRET": SECRET, "OLD": "the-old-secret"}
+        rotated = Services(
+            definitions=definitions,
+            engine=wiring.open_database(f"sqlite:///{tmp_path / 'rotating.db'}"),
+            registries=wiring.ConfiguredRegistries(
+                definitions.registries, {}, lambda d, c: registry
+            ),
+            data_dir=tmp_path / "data",
+            clock=Clock(),
+            environ=environ,
+        )
+        body = json.loads(_payload())
+        with TestClient(build_app(rotated), base_url="http://127.0.0.1") as test_client:
+            answers = []
+            for n, secret in enumerate([SECRET, "the-old-secret", "wrong", None]):
+                body["events"][0]["id"] = f"delivery-{n}"
+                answers.append(_post(test_client, json.dumps(body).encode(), secret=secret))
+            # With the old variable gone (rotation finished), the old secret is refused.
+            environ.pop("OLD")
+            body["events"][0]["id"] = "after-the-rotation"
+            late = _post(test_client, json.dumps(body).encode(), secret="the-old-secret")
+        assert [a.status_code for a in answers] == [202, 202, 401, 401]
+        # A refusal names what the current secret found wrong, and never a secret.
+        assert answers[2].json()["detail"] == "Authorization bearer token does not match"
+        assert "the-old-secret" not in answers[2].text + late.text
+        assert late.status_code == 401
+        assert _counts(rotated) == (2, 0)
+        rotated.engine.dispose()
+
     def test_unknown_endpoint_and_bad_json(self, client: TestClient, services: Services) -> None:
         """Unknown endpoints are 404; invalid JSON is 400 naming the problem; nothing stored."""
         missing = client.post("/hooks/nope", content=b"{}", headers={"Authorization": "Bearer x"})

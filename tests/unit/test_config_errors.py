@@ -217,6 +217,20 @@ CASES = [
         id="oidc-with-secret",
     ),
     pytest.param(
+        GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    auth: oidc\n    audience: x\n"
+        "    previous_secret_env: OLD_SECRET\n",
+        "conveyor.yaml:18:26: webhooks.gar.previous_secret_env: auth 'oidc' uses no shared "
+        "secret; remove 'previous_secret_env'",
+        id="oidc-with-previous-secret",
+    ),
+    pytest.param(
+        GOOD_HEAD + "webhooks:\n  hook:\n    format: distribution\n    secret_env: HOOK_SECRET\n"
+        "    previous_secret_env: HOOK_SECRET\n",
+        "conveyor.yaml:17:26: webhooks.hook.previous_secret_env: names the same variable as "
+        "'secret_env' (HOOK_SECRET)",
+        id="previous-secret-same-as-current",
+    ),
+    pytest.param(
         GOOD_HEAD + "webhooks:\n  gar:\n    format: gar\n    secret_env: HOOK_SECRET\n"
         "    audience: https://c.example.com/hooks/gar\n",
         "conveyor.yaml:17:15: webhooks.gar.audience: 'audience' is only used with auth 'oidc', "

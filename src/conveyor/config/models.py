@@ -333,6 +333,11 @@ class Webhook(Strict):
     secret_env: EnvName | None = Field(
         None, description="Variable holding the shared secret (every auth but oidc)."
     )
+    previous_secret_env: EnvName | None = Field(
+        None,
+        description="While rotating the secret: variable holding the one being replaced, "
+        "also accepted until the sender uses the new one (unset or empty: not used).",
+    )
     audience: str | None = Field(
         None,
         description="auth: oidc: the token's expected 'aud', the push subscription's audience "
@@ -391,6 +396,18 @@ class Webhook(Strict):
             raise ValueError(
                 "auth 'oidc' uses no shared secret (the token is checked against the signing "
                 "keys); remove 'secret_env'"
+            )
+        return value
+
+    @field_validator("previous_secret_env")
+    @classmethod
+    def _previous_for_shared_modes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("auth") == "oidc":
+            raise ValueError("auth 'oidc' uses no shared secret; remove 'previous_secret_env'")
+        if value is not None and value == info.data.get("secret_env"):
+            raise ValueError(
+                f"names the same variable as 'secret_env' ({value}); during a rotation it "
+                "names the variable holding the old secret"
             )
         return value
 

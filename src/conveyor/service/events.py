@@ -12,6 +12,7 @@ trigger why it did or did not fire.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
+import structlog
 
 from conveyor import aio, webhooks
 from conveyor.config.models import Webhook
@@ -35,6 +37,8 @@ from conveyor.store import audit, claims, tables
 from conveyor.store import events as inbox
 from conveyor.store.database import core_transaction, unit_of_work
 from conveyor.webhooks.oidc import OidcPolicy, OidcVerifier, UnknownSigningKey
+
+log = structlog.get_logger("conveyor.events")
 
 # Same kind+repository+digest+tag within this window is a duplicate (registries re-emit).
 DEDUPE_WINDOW = timedelta(minutes=10)
@@ -79,14 +83,30 @@ def prepare(services: Services, endpoint: str, *, headers: Headers, body: bytes)
         raise NotFound("webhook endpoint", endpoint)
     now = services.clock()
     delivery = InboundDelivery(headers=headers, body=body, received_at=now)
-    parsed = webhooks.receive(
+    receive = functools.partial(
+        webhooks.receive,
         webhooks.FORMATS[webhook.format],
         delivery,
-        _secret(services, endpoint, webhook),
         auth=webhook.auth,
         header=webhook.header,
         oidc=_oidc(services, endpoint, webhook),
     )
+    try:
+        parsed = receive(_secret(services, endpoint, webhook))
+    except WebhookRejected as refused:
+        previous = _previous_secret(services, webhook)
+        if refused.status != 401 or previous is None:
+            raise
+        try:
+            parsed = receive(previous)
+        except WebhookRejected:
+            raise refused from None  # what the current secret found wrong
+        log.warning(
+            "webhook delivery authenticated with the previous secret; finish the rotation "
+            "at the sender",
+            endpoint=endpoint,
+            variable=webhook.previous_secret_env,
+        )
     # An endpoint tied to a configured registry speaks for it: its host wins over
     # whatever public name the sender uses (docker.io, harbor.example.com, ...).
     default_registry = (
@@ -109,6 +129,14 @@ def _secret(services: Services, endpoint: str, webhook: Webhook) -> Secret:
             status=401,
         )
     return Secret(secret_value)
+
+
+def _previous_secret(services: Services, webhook: Webhook) -> Secret | None:
+    """The secret being rotated out, when configured and set (else None: not accepted)."""
+    if webhook.previous_secret_env is None:
+        return None
+    value = services.environ.get(webhook.previous_secret_env)
+    return Secret(value) if value else None
 
 
 def _oidc(services: Services, endpoint: str, webhook: Webhook) -> OidcVerifier | None:
