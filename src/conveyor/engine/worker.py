@@ -304,12 +304,9 @@ class Worker:
         if run.claimed_by != self.name:
             return None
         ordered = store_runs.read_steps(session, run.id) if steps is None else steps
-        orphan = next(
-            (s for s in ordered if s.status == StepStatus.RUNNING and s.process is not None), None
-        )
-        if orphan is not None and orphan.process is not None:
-            # Before the step is re-run, failed, or cancelled with its run.
-            return _Orphan(step_id=orphan.id, process=orphan.process)
+        for found in ordered:  # before the step is re-run, failed, or cancelled with its run
+            if found.status == StepStatus.RUNNING and found.process is not None:
+                return _Orphan(step_id=found.id, process=found.process)
         if run.cancel_requested_at is not None:
             self._finish(session, run, RunStatus.CANCELLED, now=now, error="cancelled")
             return None
@@ -438,7 +435,10 @@ class Worker:
         to the step (re-run or fail as interrupted, or end a cancelled run).
         """
         recorded = processes.CommandProcess.from_json(orphan.process)
-        # Blocks up to the stop's grace: in a thread, as other runs go on.
+        # Blocks up to the stop's grace: in a thread, as other runs go on. The claim's
+        # lease is not renewed meanwhile: a lease shorter than the grace may let
+        # another worker look too, which does no harm (stopping twice is stopping
+        # once), and `_begin` goes on only if this worker still holds the run.
         message = await asyncio.to_thread(_stop_command, recorded)
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
