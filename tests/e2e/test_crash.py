@@ -27,6 +27,9 @@ CONFIG = textwrap.dedent(
       slow-command:
         steps:
           - {name: long job, type: command, run: "echo started; sleep 60; echo done"}
+      pid-and-sleep:
+        steps:
+          - {name: long job, type: command, run: "echo $$ > pid; sleep 60"}
       gated:
         steps:
           - {name: verification passed, type: approval, allow_author: true}
@@ -135,6 +138,44 @@ def test_killed_during_a_command_step_fails_it_as_interrupted(cli) -> None:  # t
     assert view["steps"][0]["status"] == "failed"
     assert view["steps"][0]["reason"].startswith("interrupted")
     assert view["steps"][0]["attempt"] == 1
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (killed, not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_command_of_a_killed_worker_is_stopped_by_the_takeover(  # type: ignore[no-untyped-def]
+    cli, tmp_path: Path
+) -> None:
+    """kill -9 leaves the command running; the worker taking the run over stops it first."""
+    run_id = _start(cli, "pid-and-sleep")
+    cli("worker", "--poll", "0.2", background=True)
+    pid_file = tmp_path / "data" / "work" / f"run-{run_id}" / "pid"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the pid")
+    pid = int(pid_file.read_text())
+    first = cli.workers[0]  # type: ignore[attr-defined]
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(0.5)
+    assert _alive(pid), "the command died with its worker: nothing left to test"
+    try:
+        cli("worker", "--poll", "0.2", background=True)
+        wait_until(lambda: _show(cli, run_id)["status"] == "failed", "the run to fail")
+        wait_until(lambda: not _alive(pid), "the orphaned command to be gone", timeout=10)
+    finally:
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    step = _show(cli, run_id)["steps"][0]
+    assert (step["status"], step["attempt"]) == ("failed", 1)
+    assert step["reason"].startswith("interrupted")
+    logs = cli("runs", "logs", str(run_id))
+    assert logs.returncode == 0, logs.stderr
+    assert f"stopped the orphaned command (pid {pid})" in logs.stdout
 
 
 def test_killed_while_a_gate_waits_keeps_waiting(cli) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,16 @@ class LogSink(Protocol):
     def __call__(self, line: str, *, stream: str = "stdout") -> None: ...
 
 
+class ProcessSink(Protocol):
+    """Records durably the pid of the command the step has running, or None once it ended.
+
+    A worker taking the run over after this one was killed reads it to stop
+    the command left running (see engine.processes).
+    """
+
+    def __call__(self, pid: int | None) -> None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GateFacts:
     """An approval gate's recorded decisions and when it opened."""
@@ -58,6 +68,8 @@ class StepContext:
     check_promotion: Callable[[], gates.Decision] | None = None
     # The inherited part of the process environment (PATH, HOME, ...), chosen by settings.
     base_env: Mapping[str, str] = field(default_factory=dict)
+    # Where commands' processes are recorded while they run (nowhere by default).
+    track_process: ProcessSink = field(default=lambda pid: None)
 
     def environ(self) -> dict[str, str]:
         """The run's context as environment variables for commands and builders."""

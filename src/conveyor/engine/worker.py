@@ -5,8 +5,10 @@ arrived, a retry is due, a cancel was asked) and no live worker holds it. A
 worker holds a run by a lease it renews while it works; when a worker dies
 the lease runs out and another worker takes the run over. A step found
 ``running`` at that moment was interrupted: idempotent kinds (deploy,
-verify) run again, others fail with reason "interrupted". Every transition
-is committed before the step's effects start, so no step completes twice.
+verify) run again, others fail with reason "interrupted". Before either, a
+command the dead worker left running on this host is stopped (see
+engine.processes). Every transition is committed before the step's effects
+start, so no step completes twice.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +31,7 @@ from conveyor.core.credentials import Secret
 from conveyor.core.errors import ConveyorError, StepFailed
 from conveyor.core.images import PinnedImage
 from conveyor.core.runs import RunStatus, StepStatus, Succeeded, Waiting, recover_step
+from conveyor.engine import processes
 from conveyor.engine.context import GateFacts, StepContext
 from conveyor.engine.steps.table import RUNNERS, StepRunner
 from conveyor.service import environments, runs, triggers
@@ -68,6 +71,18 @@ class _Begun:
     author: str
     gate: GateFacts | None
     approvers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Orphan:
+    """A step found running whose command (recorded) may outlive its dead worker."""
+
+    step_id: int
+    process: dict[str, Any]
+
+
+# What beginning a run's next step leads to: run a step, stop an orphan first, or nothing.
+_Next = _Begun | _Orphan | None
 
 
 @dataclass(kw_only=True)
@@ -218,9 +233,12 @@ class Worker:
         """Advance one claimed run as far as it can go now."""
         await self._drive(run_id, self._begin_next_step(run_id))
 
-    async def _drive(self, run_id: int, step: _Begun | None) -> None:
+    async def _drive(self, run_id: int, step: _Next) -> None:
         while step is not None:
-            step = await self._execute(run_id, step)
+            if isinstance(step, _Orphan):
+                step = await self._stop_orphan(run_id, step)
+            else:
+                step = await self._execute(run_id, step)
         await self._after(run_id)
 
     async def _after(self, run_id: int) -> None:
@@ -250,7 +268,7 @@ class Worker:
 
     # --- one step ----------------------------------------------------------------------------
 
-    def _claim_and_begin(self) -> tuple[int, _Begun | None] | None:
+    def _claim_and_begin(self) -> tuple[int, _Next] | None:
         """Claim the next run and commit its next step as running, in one transaction."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
@@ -260,7 +278,7 @@ class Worker:
             run = store_runs.read_run(session, claim.run_id)
             return claim.run_id, self._begin(session, run, now=now)
 
-    def _begin_next_step(self, run_id: int) -> _Begun | None:
+    def _begin_next_step(self, run_id: int) -> _Next:
         """Commit the next step as running (or finish the run); None when there is nothing to do."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
@@ -273,17 +291,22 @@ class Worker:
         *,
         now: datetime,
         steps: list[store_runs.StepRow] | None = None,
-    ) -> _Begun | None:
+    ) -> _Next:
         """In the caller's transaction: mark the next step running, or end the run.
 
         The step's status is committed with the caller's transaction, before
         its effects start (the caller runs it only after the commit).
         ``steps``: the run's steps, when the caller has read them in this transaction.
         Reads and writes are Core statements (store.runs): this is the worker's hot path.
+        A step found running with a command recorded is an `_Orphan`: the
+        caller stops that command first (`_stop_orphan`), then begins again.
         """
         if run.claimed_by != self.name:
             return None
         ordered = store_runs.read_steps(session, run.id) if steps is None else steps
+        for found in ordered:  # before the step is re-run, failed, or cancelled with its run
+            if found.status == StepStatus.RUNNING and found.process is not None:
+                return _Orphan(step_id=found.id, process=found.process)
         if run.cancel_requested_at is not None:
             self._finish(session, run, RunStatus.CANCELLED, now=now, error="cancelled")
             return None
@@ -401,7 +424,29 @@ class Worker:
             now=now,
         )
 
-    async def _execute(self, run_id: int, begun: _Begun) -> _Begun | None:
+    async def _stop_orphan(self, run_id: int, orphan: _Orphan) -> _Next:
+        """Stop the command a dead worker left running for this step, then begin again.
+
+        On this host (and boot) a command still alive with the recorded start
+        time is stopped, group and all: SIGTERM, SIGKILL after a grace. On
+        another host nothing is touched, and the step's log says where it may
+        still run. Either way the record is cleared and the step's log tells
+        what was found, in the transaction that then applies the usual rules
+        to the step (re-run or fail as interrupted, or end a cancelled run).
+        """
+        recorded = processes.CommandProcess.from_json(orphan.process)
+        # Blocks up to the stop's grace: in a thread, as other runs go on. The claim's
+        # lease is not renewed meanwhile: a lease shorter than the grace may let
+        # another worker look too, which does no harm (stopping twice is stopping
+        # once), and `_begin` goes on only if this worker still holds the run.
+        message = await asyncio.to_thread(_stop_command, recorded)
+        now = self.services.clock()
+        with unit_of_work(self.services.engine) as session:
+            logs.append_log(session, orphan.step_id, [message], stream="system", now=now)
+            store_runs.set_step(session, orphan.step_id, process=None)
+            return self._begin(session, store_runs.read_run(session, run_id), now=now)
+
+    async def _execute(self, run_id: int, begun: _Begun) -> _Next:
         """Run one step and commit its outcome; returns the next step, begun in that commit."""
         step_id = begun.step_id
         context, runner = self._context(run_id, begun)
@@ -491,7 +536,7 @@ class Worker:
                 return "cancelled"
         return "done"
 
-    def _complete(self, run_id: int, step_id: int, outcome: Succeeded) -> _Begun | None:
+    def _complete(self, run_id: int, step_id: int, outcome: Succeeded) -> _Next:
         """Commit the step's success and, in the same transaction, begin the next step."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
@@ -660,6 +705,7 @@ class Worker:
             base_env=self.services.base_env,
             approvers=begun.approvers,
             secret=self._secret,
+            track_process=_ProcessRecorder(self.services, begun.step_id, worker=self.name),
         )
         return context, runner
 
@@ -685,6 +731,33 @@ def _dry(outcome: Succeeded) -> bool:
     return outcome.output.get("dry_run") == "true"
 
 
+def _stop_command(recorded: processes.CommandProcess | None) -> str:
+    """Stop a dead worker's command if it runs here; what happened, for the step's log."""
+    if recorded is None:
+        return "the interrupted worker's command record is unreadable: its command was not checked"
+    pid = recorded.pid
+    here = processes.this_host()
+    finding = processes.Finding.ELSEWHERE if here is None else processes.find(recorded, here)
+    if finding == processes.Finding.ELSEWHERE:
+        return (
+            f"the orphaned command (pid {pid}) of the interrupted worker may still run on host "
+            f"{recorded.host.name}: this worker cannot see it there, an operator must check"
+        )
+    if finding == processes.Finding.ENDED:
+        return f"the interrupted worker's command (pid {pid}) is no longer running"
+    stopped = processes.stop_group(pid)
+    if stopped == processes.Stopped.SURVIVED:
+        return (
+            f"the orphaned command (pid {pid}) of the interrupted worker could not be stopped: "
+            f"its process group is still alive after SIGKILL"
+        )
+    how = "SIGTERM" if stopped == processes.Stopped.TERMINATED else "SIGKILL"
+    return (
+        f"stopped the orphaned command (pid {pid}) left running by the interrupted worker "
+        f"({how} to its process group)"
+    )
+
+
 class _LogWriter:
     """Writes each line as it comes, in its own transaction, so followers see it live."""
 
@@ -701,6 +774,30 @@ class _LogWriter:
                 stream=stream if stream in ("stdout", "stderr") else "system",
                 now=self.services.clock(),
             )
+
+
+class _ProcessRecorder:
+    """Commits which command a step has running (see engine.processes), while the run is ours."""
+
+    def __init__(self, services: Services, step_id: int, *, worker: str) -> None:
+        self.services = services
+        self.step_id = step_id
+        self.worker = worker
+        self.recorded = False
+
+    def __call__(self, pid: int | None) -> None:
+        record = None
+        if pid is not None:
+            identity = processes.identify(pid)
+            if identity is None:
+                return  # ended already, or not on Linux: nothing to stop later
+            record = identity.to_json()
+        elif not self.recorded:
+            return
+        with unit_of_work(self.services.engine) as session:
+            # Not written once another worker holds the run: its record is its own.
+            written = store_runs.set_step_process(session, self.step_id, record, worker=self.worker)
+        self.recorded = written and record is not None
 
 
 class _Unavailable:

@@ -266,6 +266,7 @@ class StepRow:
     status: str
     attempt: int
     started_at: datetime | None
+    process: dict[str, Any] | None
 
 
 _RUN_ROW = sa.select(*(_runs.c[name] for name in RunRow.__dataclass_fields__)).where(
@@ -316,6 +317,29 @@ def set_step(session: Session, step_id: int, **values: Any) -> None:  # noqa: AN
     """UPDATE the named columns of one step."""
     if values:
         session.execute(_SET_STEP, {"_row_id": step_id, **values})
+
+
+def set_step_process(
+    session: Session,
+    step_id: int,
+    process: dict[str, Any] | None,
+    *,
+    worker: str,
+) -> bool:
+    """Record (or clear, with None) a step's command process, if ``worker`` holds its run.
+
+    Whether it was written: a worker that lost its run (another took it over)
+    must not overwrite what the new holder recorded.
+    """
+    held = (
+        sa.select(_runs.c.id)
+        .where(_runs.c.id == _steps.c.run_id, _runs.c.claimed_by == worker)
+        .exists()
+    )
+    done = session.execute(
+        sa.update(_steps).where(_steps.c.id == step_id, held).values(process=process)
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
 def close_steps(session: Session, run_id: int, *, status: str, now: datetime) -> None:

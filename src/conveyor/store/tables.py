@@ -180,6 +180,9 @@ class Step(Base):
     exit_code: Mapped[int | None]
     reason: Mapped[str | None] = mapped_column(sa.Text)
     output: Mapped[dict[str, Any]]
+    # While the step's command runs: who it is (host, boot id, pid, start time; see
+    # engine/processes.py), so that a worker taking the run over can stop it.
+    process: Mapped[dict[str, Any] | None]
 
 
 class StepLog(Base):

@@ -85,6 +85,7 @@ class BuildRunner:
                 log=step.log,
                 timeout=timeout_of(config, self.default_timeout),
                 what=f"{config.builder} build",
+                track=step.track_process,
             )
             if code != 0:
                 raise StepFailed(f"{config.builder} exited with code {code} building {target}")
@@ -126,6 +127,7 @@ class BuildRunner:
             log=step.log,
             timeout=600,
             what="git clone",
+            track=step.track_process,
         )
         if code != 0:
             raise StepFailed(f"git clone of {config.git.url} (branch {config.git.branch}) failed")

@@ -46,6 +46,7 @@ class CommandRunner:
             log=step.log,
             timeout=timeout_of(config, self.default_timeout),
             what="command",
+            track=step.track_process,
         )
         if code != 0:
             raise StepFailed(f"command exited with code {code}")

@@ -48,6 +48,7 @@ async def deploy_command(
         log=step.log,
         timeout=timeout_of(config, DeployRunner.default_timeout),
         what="deploy command",
+        track=step.track_process,
     )
     if code != 0:
         raise StepFailed(f"deploy command exited with code {code}")
@@ -101,7 +102,13 @@ async def deploy_gitops(
             step.log(line, stream=stream)
 
         code = await run_process(
-            ["git", *args], env=env, cwd=cwd, log=keep, timeout=300, what=f"git {args[0]}"
+            ["git", *args],
+            env=env,
+            cwd=cwd,
+            log=keep,
+            timeout=300,
+            what=f"git {args[0]}",
+            track=step.track_process,
         )
         return code, "\n".join(lines)
 

@@ -33,6 +33,7 @@ class VerifyRunner:
                 log=step.log,
                 timeout=timeout_of(config, self.default_timeout),
                 what="verify command",
+                track=step.track_process,
             )
             if code != 0:
                 raise StepFailed(f"verify command exited with code {code}")
