@@ -223,3 +223,53 @@ def test_one_worker_never_overlaps_two_deploys_to_one_environment(
         "end",
         str(second),
     ]
+
+
+FENCED = (
+    STORY
+    + """\
+  fenced:
+    steps:
+      - {name: first, type: command, run: 'echo started; sleep 1; exit $CODE'}
+      - {name: second, type: command, run: 'echo second'}
+    parameters: {CODE: {default: "0"}}
+"""
+)
+
+
+@pytest.mark.parametrize("code", ["0", "3"])
+def test_a_worker_whose_run_was_taken_over_drops_its_step_outcome(
+    make_services: Callable[[str], Services], code: str
+) -> None:
+    """A stalled worker's step ends after another worker took the run: nothing it says is kept.
+
+    The takeover is written straight into the claim, as another process's
+    claim would be after this worker's lease ran out (its heartbeat, every
+    third of the 30 s lease, has not come round in the step's one second).
+    Without the fence the step's success began the next step here, and its
+    failure failed the run under the new holder's feet.
+    """
+    services = make_services(FENCED)
+    worker = Worker(services=services, name="stalled")
+    run_id = runs.start_run(
+        services, runs.RunRequest(pipeline="fenced", parameters={"CODE": code}, user="ann")
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(worker.run_until_idle()))
+    thread.start()
+    wait_until(lambda: bool(queries.read_logs(services, run_id, after=0)[0]), "the step's output")
+    with unit_of_work(services.engine) as session:
+        taken = claims.claim_run(
+            session,
+            run_id,
+            worker="successor",
+            lease=timedelta(minutes=5),
+            now=services.clock() + timedelta(minutes=1),  # the stalled worker's lease ran out
+        )
+    assert taken is not None
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+    view = queries.show_run(services, run_id)
+    assert view["status"] == "running"
+    assert [step["status"] for step in view["steps"]] == ["running", "pending"]
+    with unit_of_work(services.engine, read_only=True) as session:
+        assert runs.load_run(session, run_id).claimed_by == "successor"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+import structlog
 from sqlalchemy.orm import Session
 
 from conveyor.config import models
@@ -40,6 +41,8 @@ from conveyor.store import approvals, claims, logs, tables
 from conveyor.store import environments as store_environments
 from conveyor.store import runs as store_runs
 from conveyor.store.database import unit_of_work
+
+log = structlog.get_logger("conveyor.worker")
 
 # How long a claim lasts without renewal; renewed every third of it while a step runs.
 DEFAULT_LEASE = timedelta(seconds=30)
@@ -540,6 +543,8 @@ class Worker:
         """Commit the step's success and, in the same transaction, begin the next step."""
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
+            if not self._still_ours(session, run_id, now=now, outcome="succeeded"):
+                return None
             run = store_runs.read_run(session, run_id)
             ordered = store_runs.read_steps(session, run_id)
             step = next(s for s in ordered if s.id == step_id)
@@ -581,6 +586,8 @@ class Worker:
     ) -> None:
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
+            if not self._still_ours(session, run_id, now=now, outcome="waiting"):
+                return
             run = runs.load_run(session, run_id)
             step = session.get(tables.Step, step_id)
             assert step is not None
@@ -592,6 +599,26 @@ class Worker:
             wake_at = now + wake_in if wake_in is not None else self._gate_expiry(run, step)
             self.release(session, run, wake_at=wake_at)
 
+    def _still_ours(self, session: Session, run_id: int, *, now: datetime, outcome: str) -> bool:
+        """Fence a step's outcome: True (and the lease renewed) while this worker holds the run.
+
+        A worker that stalled (a frozen VM, a stopped process) past its lease may
+        find the run taken over when its step ends. Its outcome is then dropped,
+        in the transaction that would have written it: the conditional renewal
+        locks the run's row (PostgreSQL) or runs under the write lock (SQLite),
+        so no takeover can slip in between this check and the commit. The worker
+        holding the run now decides what happened to the step (see ``_recover``).
+        """
+        if claims.renew_run_lease(session, run_id, worker=self.name, lease=self.lease, now=now):
+            return True
+        log.warning(
+            "the run was taken over while its step ran; this worker's outcome is dropped",
+            run=run_id,
+            worker=self.name,
+            outcome=outcome,
+        )
+        return False
+
     def _gate_expiry(self, run: tables.Run, step: tables.Step) -> datetime | None:
         config = self._pipeline(run.pipeline).steps[step.index]
         if isinstance(config, step_configs.ApprovalStep) and config.expires and step.started_at:
@@ -601,6 +628,9 @@ class Worker:
     def _fail(self, run_id: int, step_id: int, reason: str, *, cancelled: bool = False) -> None:
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
+            outcome = "cancelled" if cancelled else "failed"
+            if not self._still_ours(session, run_id, now=now, outcome=outcome):
+                return
             run = runs.load_run(session, run_id)
             step = session.get(tables.Step, step_id)
             assert step is not None
@@ -627,6 +657,8 @@ class Worker:
             return
         now = self.services.clock()
         with unit_of_work(self.services.engine) as session:
+            if not self._still_ours(session, run_id, now=now, outcome="retry"):
+                return
             run = runs.load_run(session, run_id)
             step = session.get(tables.Step, step_id)
             assert step is not None
