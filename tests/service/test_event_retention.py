@@ -79,9 +79,7 @@ def test_prune_works_in_chunks_and_reports_progress(
     for n in range(5):
         _store(services, f"old-{n}", old, done=True)
     seen: list[int] = []
-    pruned = events.prune(
-        services, older_than=timedelta(days=30), user="ops", progress=seen.append
-    )
+    pruned = events.prune(services, older_than=timedelta(days=30), user="ops", progress=seen.append)
     assert (pruned.deleted, seen, _left(services)) == (5, [2, 4, 5], [])
 
 

@@ -416,9 +416,7 @@ def prune_events(connection: sa.Connection, *, before: datetime, limit: int) -> 
         return 0
     # The repeats of these originals are prunable too (else the original would be kept),
     # but may lie beyond the limit: they go with their originals, or the foreign key fails.
-    ids.update(
-        connection.scalars(sa.select(_EVENTS.c.id).where(_EVENTS.c.duplicate_of.in_(ids)))
-    )
+    ids.update(connection.scalars(sa.select(_EVENTS.c.id).where(_EVENTS.c.duplicate_of.in_(ids))))
     connection.execute(sa.update(_RUNS).where(_RUNS.c.event_id.in_(ids)).values(event_id=None))
     # One statement for originals and repeats: the foreign key is checked at its end.
     result = connection.execute(sa.delete(_EVENTS).where(_EVENTS.c.id.in_(ids)))

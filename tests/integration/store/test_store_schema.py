@@ -92,7 +92,8 @@ class TestMigrations:
             with engine.begin() as connection:
                 for delivery_id, summary in (("old", "null"), ("scan", '{"critical": 1}')):
                     connection.execute(
-                        insert, {"id": delivery_id, "summary": summary, "outcome": "null", "at": NOW}
+                        insert,
+                        {"id": delivery_id, "summary": summary, "outcome": "null", "at": NOW},
                     )
             assert schema.upgrade(empty_database_url) == schema.head_revision()
             with engine.connect() as connection:
