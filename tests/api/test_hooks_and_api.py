@@ -71,18 +71,24 @@ def registry() -> InMemoryRegistry:
     return InMemoryRegistry(host=HOST)
 
 
+def _services(
+    directory: Path, registry: InMemoryRegistry, config: str, environ: dict[str, str]
+) -> Services:
+    (directory / "conveyor.yaml").write_text(config)
+    definitions = loader.load(directory / "conveyor.yaml")
+    return Services(
+        definitions=definitions,
+        engine=wiring.open_database(f"sqlite:///{directory / 'state.db'}"),
+        registries=wiring.ConfiguredRegistries(definitions.registries, {}, lambda d, c: registry),
+        data_dir=directory / "data",
+        clock=Clock(),
+        environ=environ,
+    )
+
+
 @pytest.fixture
 def services(tmp_path: Path, registry: InMemoryRegistry) -> Iterator[Services]:
-    (tmp_path / "conveyor.yaml").write_text(CONFIG)
-    definitions = loader.load(tmp_path / "conveyor.yaml")
-    built = Services(
-        definitions=definitions,
-        engine=wiring.open_database(f"sqlite:///{tmp_path / 'state.db'}"),
-        registries=wiring.ConfiguredRegistries(definitions.registries, {}, lambda d, c: registry),
-        data_dir=tmp_path / "data",
-        clock=Clock(),
-        environ={"HOOK_SECRET": SECRET},
-    )
+    built = _services(tmp_path, registry, CONFIG, {"HOOK_SECRET": SECRET})
     yield built
     built.engine.dispose()
 
@@ -175,19 +181,9 @@ class TestWebhooks:
         rotating = CONFIG.replace(
             "secret_env: HOOK_SECRET", "secret_env: HOOK_SECRET\n    previous_secret_env: OLD"
         )
-        (tmp_path / "conveyor.yaml").write_text(rotating)
-        definitions = loader.load(tmp_path / "conveyor.yaml")
         environ = {"HOOK_SECRET": SECRET, "OLD": "the-old-secret"}
-        rotated = Services(
-            definitions=definitions,
-            engine=wiring.open_database(f"sqlite:///{tmp_path / 'rotating.db'}"),
-            registries=wiring.ConfiguredRegistries(
-                definitions.registries, {}, lambda d, c: registry
-            ),
-            data_dir=tmp_path / "data",
-            clock=Clock(),
-            environ=environ,
-        )
+        (tmp_path / "rotating").mkdir()
+        rotated = _services(tmp_path / "rotating", registry, rotating, environ)
         body = json.loads(_payload())
         with TestClient(build_app(rotated), base_url="http://127.0.0.1") as test_client:
             answers = []

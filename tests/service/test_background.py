@@ -297,6 +297,25 @@ def test_a_long_step_does_not_hold_back_events_and_other_runs(
     _until(lambda: queries.show_run(services, slow)["status"] == "cancelled", "the cancel")
 
 
+def _background_with_run(
+    services: Services, pipeline: str
+) -> tuple[threading.Thread, threading.Event, Wakeup, int]:
+    """The background thread of `conveyor serve` (polling hourly), woken for a run of ``pipeline``.
+
+    Returns the thread, its stop flag, its wake-up and the run's id.
+    """
+    wakeup = Wakeup()
+    stop = threading.Event()
+    worker = Worker(services=services, name="bg", concurrency=2)
+    thread = threading.Thread(
+        target=background, args=(services, worker, stop, 3600.0, wakeup), daemon=True
+    )
+    thread.start()
+    run_id = runs.start_run(services, runs.RunRequest(pipeline=pipeline, user="ann"))
+    wakeup.wake()
+    return thread, stop, wakeup, run_id
+
+
 def test_a_stop_during_a_long_step_kills_its_command_and_gives_the_run_back(
     services: Services, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -306,15 +325,7 @@ def test_a_stop_during_a_long_step_kills_its_command_and_gives_the_run_back(
     the interrupted-step rules. (Marking it cancelled would read as a user's cancel.)
     """
     monkeypatch.setattr(engine_background, "STOP_WAIT", 0.5)
-    wakeup = Wakeup()
-    stop = threading.Event()
-    worker = Worker(services=services, name="bg", concurrency=2)
-    thread = threading.Thread(
-        target=background, args=(services, worker, stop, 3600.0, wakeup), daemon=True
-    )
-    thread.start()
-    slow = runs.start_run(services, runs.RunRequest(pipeline="slow", user="ann"))
-    wakeup.wake()
+    thread, stop, wakeup, slow = _background_with_run(services, "slow")
     # The command writes its shell's pid into its working directory, under the data dir.
     pid_files: list[Path] = []
 
@@ -354,15 +365,7 @@ def test_a_stop_waits_for_a_run_in_flight_to_end_and_no_longer(
 
     (The stop used to go on polling the finished run until the grace ran out.)
     """
-    wakeup = Wakeup()
-    stop = threading.Event()
-    worker = Worker(services=services, name="bg", concurrency=2)
-    thread = threading.Thread(
-        target=background, args=(services, worker, stop, 3600.0, wakeup), daemon=True
-    )
-    thread.start()
-    short = runs.start_run(services, runs.RunRequest(pipeline="short", user="ann"))
-    wakeup.wake()
+    thread, stop, wakeup, short = _background_with_run(services, "short")
     _until(
         lambda: any(p.read_text().strip() for p in services.data_dir.rglob("pid")),
         "the step's command to start",
