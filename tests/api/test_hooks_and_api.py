@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from conveyor.core.images import Digest
 from conveyor.engine.worker import Worker
 from conveyor.service import environments, events, tokens
 from conveyor.service.context import Services
-from conveyor.store import tables
+from conveyor.store import database, tables
 from conveyor.store.database import unit_of_work
 from conveyor.testing import InMemoryRegistry
 
@@ -510,3 +511,38 @@ def test_replay_starts_what_matches_now_and_is_audited(
     with unit_of_work(services.engine, read_only=True) as session:
         actions = session.scalars(sa.select(tables.AuditEntry.action)).all()
     assert "event.replay" in actions and "run.start" in actions
+
+
+class TestReadiness:
+    """/readyz: the database answers and the worker runs; /healthz only says the process answers."""
+
+    def test_ready_when_the_database_answers_and_the_worker_runs(self, services: Services) -> None:
+        with TestClient(build_app(services, worker_alive=lambda: True)) as test_client:
+            answer = test_client.get("/readyz")
+        assert (answer.status_code, answer.json()) == (
+            200,
+            {"status": "ready", "checks": {"database": "ok", "worker": "running"}},
+        )
+
+    def test_not_ready_when_the_worker_thread_has_stopped(self, services: Services) -> None:
+        with TestClient(build_app(services, worker_alive=lambda: False)) as test_client:
+            answer = test_client.get("/readyz")
+            health = test_client.get("/healthz")
+        assert (answer.status_code, answer.json()["checks"]["worker"]) == (503, "stopped")
+        assert health.status_code == 200  # alive, only not ready
+
+    def test_not_ready_when_the_database_cannot_be_opened(
+        self, services: Services, tmp_path: Path
+    ) -> None:
+        """A database path that is a directory: 503, and the answer names no path."""
+        broken = dataclasses.replace(
+            services, engine=database.create_engine(f"sqlite:///{tmp_path}")
+        )
+        with TestClient(build_app(broken)) as test_client:
+            answer = test_client.get("/readyz")
+        assert (answer.status_code, answer.json()) == (
+            503,
+            {"status": "not ready", "checks": {"database": "unavailable"}},
+        )
+        assert str(tmp_path) not in answer.text
+        broken.engine.dispose()

@@ -68,6 +68,11 @@ def test_an_event_wakes_a_server_that_polls_hourly(registry: str, tmp_path: Path
         )
         try:
             wait_until(lambda: serving(port), "serve to answer")
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz")  # database and worker thread
+            assert ready.json() == {
+                "status": "ready",
+                "checks": {"database": "ok", "worker": "running"},
+            }
             headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
             for count, tag in enumerate(tags, start=1):
                 body = _event(registry, tag, digests[tag], f"delivery-{tag}")

@@ -22,6 +22,7 @@ from conveyor.core.events import Headers
 from conveyor.service import events
 from conveyor.service.context import Services
 from conveyor.service.inbox_writer import InboxWriter
+from conveyor.store.database import check_connection
 from conveyor.webhooks import check_size
 from conveyor.webhooks.oidc import UnknownSigningKey
 
@@ -175,16 +176,65 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+# How long /readyz waits for the database before it calls it unavailable.
+READY_TIMEOUT = 3.0
+
+
+class Readiness:
+    """``GET /readyz``: can this process do its work now (database reachable, worker alive)?
+
+    For a load balancer or Kubernetes readiness probe. The answer names each
+    check and never the reason behind a failure (the URL, a host name): that
+    goes to the log. ``/healthz`` stays the liveness answer (the process
+    answers HTTP at all).
+    """
+
+    def __init__(self, services: Services, worker_alive: Callable[[], bool] | None) -> None:
+        self._services = services
+        self._worker_alive = worker_alive
+
+    async def answer(self, request: Request) -> Response:
+        """The route's endpoint: 200 when every check passes, else 503."""
+        checks = {"database": await self._database()}
+        if self._worker_alive is not None:
+            checks["worker"] = "running" if self._worker_alive() else "stopped"
+        ready = checks["database"] == "ok" and checks.get("worker", "running") == "running"
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def _database(self) -> str:
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(check_connection, self._services.engine), READY_TIMEOUT
+            )
+        except TimeoutError:
+            log.warning("readiness: the database did not answer", seconds=READY_TIMEOUT)
+            return "unavailable"
+        except Exception as error:  # DatabaseUnavailable, or a driver error: not ready
+            log.warning("readiness: the database is unavailable", error=str(error))
+            return "unavailable"
+        return "ok"
+
+
 async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi.document())
 
 
-def build_app(services: Services, *, on_accepted: Callable[[int], None] | None = None) -> Starlette:
+def build_app(
+    services: Services,
+    *,
+    on_accepted: Callable[[int], None] | None = None,
+    worker_alive: Callable[[], bool] | None = None,
+) -> Starlette:
     """The whole HTTP surface of one Conveyor process.
 
     ``on_accepted(n)`` is called after a webhook delivery's ``n`` new events
     (n > 0) are committed, before its 202 (e.g. to wake the worker); it must be
     cheap and thread-safe, and an exception from it is logged, not raised.
+    ``worker_alive()`` tells ``/readyz`` whether the process's worker still runs
+    (omitted: the process has none to check).
     """
     writer = InboxWriter(services)
 
@@ -201,6 +251,7 @@ def build_app(services: Services, *, on_accepted: Callable[[int], None] | None =
     routes = [
         Route(HOOKS_PREFIX + "{name}", hooks, methods=["POST"]),
         Route("/healthz", healthz),
+        Route("/readyz", Readiness(services, worker_alive).answer),
         Route("/api/v1/openapi.json", openapi_document),
         *resources.routes(services),
     ]

@@ -136,7 +136,7 @@ def serve(
     click.echo(f"conveyor serving on http://{host}:{port} (webhooks: {hooks})", err=True)
     server = _make_server_class()(
         uvicorn.Config(
-            build_app(services, on_accepted=wakeup.accepted),
+            build_app(services, on_accepted=wakeup.accepted, worker_alive=thread.is_alive),
             host=host,
             port=port,
             log_level="warning",
