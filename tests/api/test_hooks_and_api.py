@@ -326,6 +326,36 @@ class TestApi:
         assert wrong.status_code == 400
         assert wrong.json()["errors"][0]["field"] == "limit"
 
+    def test_the_inbox_is_listed_by_status_and_endpoint(
+        self, client: TestClient, services: Services
+    ) -> None:
+        """GET /api/v1/events?status=&endpoint=&limit=: filters apply; bad values name the field."""
+        body = json.loads(_payload())
+        for n in range(3):
+            body["events"][0]["id"] = f"delivery-{n}"
+            body["events"][0]["target"]["tag"] = f"other-{n}"  # triggers nothing
+            assert _post(client, json.dumps(body).encode()).status_code == 202
+        events.process_pending(services, owner="test", limit=1)  # the oldest only
+        viewer = self._token(services, "viewer")
+
+        def listed(query: str) -> list[tuple[str, str]]:
+            answer = client.get(f"/api/v1/events{query}", headers=viewer)
+            assert answer.status_code == 200, answer.text
+            return [(e["delivery_id"], e["status"]) for e in answer.json()]
+
+        assert listed("") == [
+            ("delivery-2", "pending"),
+            ("delivery-1", "pending"),
+            ("delivery-0", "processed"),
+        ]
+        assert listed("?status=pending&limit=1") == [("delivery-2", "pending")]
+        assert listed("?status=processed&endpoint=registry") == [("delivery-0", "processed")]
+        assert listed("?endpoint=elsewhere") == []
+        for query, field in (("?status=stuck", "status"), ("?limit=0", "limit")):
+            wrong = client.get(f"/api/v1/events{query}", headers=viewer)
+            assert wrong.status_code == 400, query
+            assert wrong.json()["errors"][0]["field"] == field
+
     def test_tokens_are_stored_hashed(self, services: Services) -> None:
         """Only the token's hash is stored."""
         token = tokens.create(services, name="ci", role="viewer", created_by="admin")

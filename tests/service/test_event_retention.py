@@ -1,7 +1,8 @@
-"""Inbox retention: `events.prune`, the hourly job of `--event-retention`, and the CLI."""
+"""The inbox from the CLI and the scheduler: listing by status, `events.prune`, `--event-retention`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -142,3 +143,19 @@ def test_serve_refuses_a_bad_retention_before_starting(tmp_path: Path) -> None:
     result = _cli(tmp_path, "serve", "--event-retention", "1h", "--port", "0")
     assert result.exit_code == 2
     assert "--event-retention" in result.output and "shorter than 1d" in result.output
+
+
+def test_the_cli_lists_events_by_status(
+    make_services: Callable[[str], Services], tmp_path: Path
+) -> None:
+    """`events list --status pending` shows what waits; a bad --limit is refused naming it."""
+    services = make_services(STORY)
+    now = services.clock()
+    _store(services, "waiting", now, done=False)
+    _store(services, "done", now, done=True)
+    pending = _cli(tmp_path, "events", "list", "--status", "pending", "--json")
+    assert pending.exit_code == 0, pending.output
+    assert [e["delivery_id"] for e in json.loads(pending.stdout)] == ["waiting"]
+    wrong = _cli(tmp_path, "events", "list", "--limit", "0")
+    assert wrong.exit_code != 0
+    assert "'limit' must be a number from 1 to 1000, found 0" in wrong.output

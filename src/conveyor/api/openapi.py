@@ -101,7 +101,14 @@ OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None]] = [
         "Block a digest from every environment",
         _body({"digest": _STRING, "reason": _STRING}, ["digest", "reason"]),
     ),
-    ("get", "/api/v1/events", "viewer", "The event inbox with each trigger's outcome", None),
+    (
+        "get",
+        "/api/v1/events",
+        "viewer",
+        "The event inbox with each trigger's outcome, newest first "
+        "(?status=pending|processed|duplicate|failed&endpoint=&limit=, 1-1000)",
+        None,
+    ),
     (
         "get",
         "/api/v1/events/{id}",

@@ -174,7 +174,13 @@ def routes(services: Services) -> list[Route]:
         return {"digest": body["digest"], "marked_bad": True}
 
     def list_events(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
-        return events.list_events(services, limit=50)
+        params = request.query_params
+        return events.list_events(
+            services,
+            limit=_limit(request, 50),
+            status=params.get("status"),
+            endpoint=params.get("endpoint"),
+        )
 
     def show_event(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
         return events.show_event(services, _id(request))

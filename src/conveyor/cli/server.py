@@ -160,15 +160,26 @@ def events_group() -> None:
 
 
 @events_group.command("list")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, help="At most this many (1-1000).")
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "processed", "duplicate", "failed"]),
+    help="Only events in this state (pending: accepted, not processed yet).",
+)
+@click.option("--endpoint", metavar="NAME", help="Only events received at /hooks/NAME.")
 @state_options
 @json_option
 def events_list(
-    limit: int, config_path: Path | None, database_url: str | None, as_json: bool
+    limit: int,
+    status: str | None,
+    endpoint: str | None,
+    config_path: Path | None,
+    database_url: str | None,
+    as_json: bool,
 ) -> None:
     """Recent events, newest first."""
     services, _ = _services(config_path, database_url)
-    rows = events.list_events(services, limit=limit)
+    rows = events.list_events(services, limit=limit, status=status, endpoint=endpoint)
 
     def human(data: list[dict[str, Any]]) -> None:
         click.echo(f"{'ID':>5}  {'ENDPOINT':<12} {'KIND':<15} {'STATUS':<10} {'RUNS':<8} IMAGE")
