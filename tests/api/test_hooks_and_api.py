@@ -356,6 +356,22 @@ class TestApi:
             assert wrong.status_code == 400, query
             assert wrong.json()["errors"][0]["field"] == field
 
+    def test_listing_and_log_queries_are_checked_naming_the_field(
+        self, client: TestClient, services: Services
+    ) -> None:
+        """A wrong query value is a 400 naming it, not an empty or silently changed answer."""
+        viewer = self._token(services, "viewer")
+        for path, field in (
+            ("/api/v1/runs?status=exploded", "status"),
+            ("/api/v1/runs?limit=0", "limit"),
+            ("/api/v1/runs?limit=5000", "limit"),
+            ("/api/v1/runs/1/logs?after=-3", "after"),
+        ):
+            wrong = client.get(path, headers=viewer)
+            assert wrong.status_code == 400, path
+            assert wrong.json()["errors"][0]["field"] == field, path
+        assert client.get("/api/v1/runs?status=queued", headers=viewer).json() == []
+
     def test_tokens_are_stored_hashed(self, services: Services) -> None:
         """Only the token's hash is stored."""
         token = tokens.create(services, name="ci", role="viewer", created_by="admin")

@@ -140,9 +140,10 @@ def routes(services: Services) -> list[Route]:
 
     def logs(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401
         after = request.query_params.get("after", "0")
-        lines, position = queries.read_logs(
-            services, _id(request), after=int(after) if after.isdigit() else 0
-        )
+        if not after.isdigit():
+            message = f"'after' must be a log position (a whole number, 0 or more), found '{after}'"
+            raise InvalidInput([Problem(location=Location(field="after"), message=message)])
+        lines, position = queries.read_logs(services, _id(request), after=int(after))
         return {"lines": lines, "next": position}
 
     def list_envs(identity: tokens.Identity, request: Request, body: dict[str, Any]) -> Any:  # noqa: ANN401

@@ -28,17 +28,10 @@ from conveyor.config.models import Webhook
 from conveyor.core import events as core_events
 from conveyor.core.credentials import Secret
 from conveyor.core.durations import format_duration
-from conveyor.core.errors import (
-    ConveyorError,
-    InvalidInput,
-    Location,
-    NotFound,
-    Problem,
-    WebhookRejected,
-)
+from conveyor.core.errors import ConveyorError, InvalidInput, NotFound, WebhookRejected
 from conveyor.core.events import Headers, InboundDelivery, RegistryEvent
 from conveyor.core.images import Digest, ImageRef, PinnedImage, Repository
-from conveyor.service import runs
+from conveyor.service import listing, runs
 from conveyor.service.context import Services
 from conveyor.store import audit, claims, tables
 from conveyor.store import events as inbox
@@ -547,10 +540,6 @@ def prune(
             progress(total)
 
 
-# Bounds of one listing of the inbox.
-MAX_LIST = 1000
-
-
 def list_events(
     services: Services,
     *,
@@ -560,18 +549,10 @@ def list_events(
 ) -> list[dict[str, Any]]:
     """Recent events, newest first, with their outcome; optionally one status or endpoint.
 
-    Raises InvalidInput naming the field for a limit outside 1..MAX_LIST or an
+    Raises InvalidInput naming the field for a limit outside 1..1000 or an
     unknown status.
     """
-    problems = []
-    if not 1 <= limit <= MAX_LIST:
-        message = f"'limit' must be a number from 1 to {MAX_LIST}, found {limit}"
-        problems.append(Problem(location=Location(field="limit"), message=message))
-    if status is not None and status not in tables.EVENT_STATUSES:
-        message = f"'status' must be one of {', '.join(tables.EVENT_STATUSES)}, found '{status}'"
-        problems.append(Problem(location=Location(field="status"), message=message))
-    if problems:
-        raise InvalidInput(problems)
+    listing.check_listing(limit, {"status": (status, tables.EVENT_STATUSES)})
     query = sa.select(tables.Event).order_by(tables.Event.id.desc()).limit(limit)
     if status is not None:
         query = query.where(tables.Event.status == status)

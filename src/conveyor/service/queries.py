@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conveyor.service import environments, runs
+from conveyor.service import environments, listing, runs
 from conveyor.service.context import Services
 from conveyor.store import tables
 from conveyor.store.database import unit_of_work
@@ -37,7 +37,8 @@ def _run_summary(row: tables.Run) -> dict[str, Any]:
 def list_runs(
     services: Services, *, pipeline: str | None, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    """Recent runs, newest first."""
+    """Recent runs, newest first; raises InvalidInput for a bad limit or status, naming it."""
+    listing.check_listing(limit, {"status": (status or None, tables.RUN_STATUSES)})
     query = sa.select(tables.Run).order_by(tables.Run.id.desc()).limit(limit)
     if pipeline:
         query = query.where(tables.Run.pipeline == pipeline)
