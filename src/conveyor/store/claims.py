@@ -149,13 +149,20 @@ def claim_run(
 def renew_run_lease(
     session: Session, run_id: int, *, worker: str, lease: timedelta, now: datetime
 ) -> bool:
-    """Extend `worker`'s lease on a run; False when the worker no longer holds it."""
-    updated = session.execute(
-        sa.update(Run)
-        .where(Run.id == run_id, Run.claimed_by == worker)
-        .values(lease_expires_at=now + lease)
-    )
+    """Extend `worker`'s lease on a run; False when the worker no longer holds it.
+
+    A Core statement (no ORM synchronisation): it fences every step outcome
+    and runs in every heartbeat, so it is on the worker's hot path.
+    """
+    updated = session.execute(_RENEW, {"run_id": run_id, "worker": worker, "expires": now + lease})
     return bool(updated.rowcount == 1)  # type: ignore[attr-defined]
+
+
+_RENEW = (
+    sa.update(_runs)
+    .where(_runs.c.id == sa.bindparam("run_id"), _runs.c.claimed_by == sa.bindparam("worker"))
+    .values(lease_expires_at=sa.bindparam("expires", type_=_runs.c.lease_expires_at.type))
+)
 
 
 def release_run(session: Session, run_id: int, *, worker: str) -> bool:
