@@ -19,7 +19,9 @@ It measures:
    (distinct delivery id and tag, so nothing is a duplicate) and counts 202s;
    afterwards the SQLite inbox is checked to hold every accepted event. The
    same generator, same bodies, against the baseline gives its requests/s.
-   The worker runs meanwhile: accepted events start real runs.
+   The worker runs meanwhile: accepted events start real runs. Each server's
+   CPU per answered request (from /proc: main thread, other threads) is
+   printed too; it moves less with the machine's load than the rates do.
 2. latency from an event's POST to the first step of the run it triggers
    starting (`steps.started_at` of step 0, read from the SQLite file), at a
    paced rate (50 events/s by default) on a fresh `conveyor serve`.
@@ -337,6 +339,7 @@ class Conveyor:
     name: str
     url: str
     database: Path
+    pid: int
 
 
 def start_conveyor(
@@ -386,7 +389,7 @@ def start_conveyor(
             log=state / "py-spy.log",
             env=dict(os.environ),
         )
-    return Conveyor(name=name, url=url, database=database)
+    return Conveyor(name=name, url=url, database=database, pid=pid)
 
 
 def stop_conveyor(conveyor: Conveyor, processes: Processes) -> None:
@@ -576,6 +579,43 @@ def run_outcomes(path: Path) -> dict[str, int]:
     return {status: int(count) for status, count in rows}
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) of a process: its main thread, and all its other threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = others = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if task.name == str(pid):
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
+@contextlib.contextmanager
+def cpu_per_request(pid: int, load: Callable[[], Load]) -> Iterator[None]:
+    """Print the server's CPU per answered request over the block (``load()`` gives the count).
+
+    The main thread serves HTTP (and, in conveyor, verifies and parses); other
+    threads are conveyor's inbox writer and worker. Figures of /proc, so they
+    move less with the machine's load than requests per second do.
+    """
+    main_before, others_before = cpu_seconds(pid)
+    yield
+    main_after, others_after = cpu_seconds(pid)
+    answered = max(load().accepted, 1)
+    main_us = (main_after - main_before) / answered * 1e6
+    others_us = (others_after - others_before) / answered * 1e6
+    print(
+        f"    CPU per request: {main_us + others_us:,.0f} µs "
+        f"(main thread {main_us:,.0f} µs, other threads {others_us:,.0f} µs)"
+    )
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile; NaN for no values."""
     if not values:
@@ -638,7 +678,7 @@ def bench(args: argparse.Namespace, work: Path, processes: Processes) -> int:
         f"after {args.warmup} warm-up requests"
     )
     baseline_port = free_port()
-    processes.start(
+    baseline_pid = processes.start(
         "baseline",
         [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(baseline_port)],
         log=work / "baseline.log",
@@ -656,20 +696,22 @@ def bench(args: argparse.Namespace, work: Path, processes: Processes) -> int:
             seconds=30,
         )
     )
-    base = asyncio.run(
-        sustained(
-            baseline_url + "/hooks/registry",
-            baseline_bodies,
-            headers,
-            concurrency=args.concurrency,
-            seconds=args.seconds,
+    base = Load()
+    with cpu_per_request(baseline_pid, lambda: base):
+        base = asyncio.run(
+            sustained(
+                baseline_url + "/hooks/registry",
+                baseline_bodies,
+                headers,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+            )
         )
-    )
+        print(
+            f"  baseline (bare ASGI on uvicorn): {base.accepted} answered in "
+            f"{base.seconds:.2f} s = {base.rate:,.0f} req/s"
+        )
     processes.stop("baseline")
-    print(
-        f"  baseline (bare ASGI on uvicorn): {base.accepted} answered in {base.seconds:.2f} s "
-        f"= {base.rate:,.0f} req/s"
-    )
 
     conveyor = start_conveyor(
         "conveyor-throughput", work, registry, secret, processes, poll=args.poll, profile=profiler
@@ -679,17 +721,22 @@ def bench(args: argparse.Namespace, work: Path, processes: Processes) -> int:
     warmup = loaded("warm-up", args.warmup)
     warm = asyncio.run(sustained(hook, warmup, headers, concurrency=args.concurrency, seconds=30))
     timed_bodies = loaded("timed", args.max_events)
-    load = asyncio.run(
-        sustained(hook, timed_bodies, headers, concurrency=args.concurrency, seconds=args.seconds)
-    )
+    load = Load()
+    with cpu_per_request(conveyor.pid, lambda: load):
+        load = asyncio.run(
+            sustained(
+                hook, timed_bodies, headers, concurrency=args.concurrency, seconds=args.seconds
+            )
+        )
+        print(
+            f"  conveyor serve: {load.accepted} accepted (202) of {load.sent} in "
+            f"{load.seconds:.2f} s = {load.rate:,.0f} events/s; "
+            f"failures: {load.failures or 'none'}"
+        )
     processes.check_alive()
     stored = stored_events(conveyor.database)
     expected = warm.accepted + load.accepted
     ratio = load.rate / base.rate if base.rate else 0.0
-    print(
-        f"  conveyor serve: {load.accepted} accepted (202) of {load.sent} in {load.seconds:.2f} s "
-        f"= {load.rate:,.0f} events/s; failures: {load.failures or 'none'}"
-    )
     print(
         f"  inbox holds {stored} events; {expected} were accepted (incl. {warm.accepted} warm-up)"
     )
