@@ -213,6 +213,15 @@ class Event(Base):
         sa.UniqueConstraint("endpoint", "delivery_id"),
         sa.Index(None, "status", "received_at"),
         sa.Index(None, "dedupe_key", "received_at"),
+        # Repeats of an event (pruning keeps an original a kept repeat names, and the
+        # foreign key is checked on every delete); only repeats have it, so an
+        # ordinary delivery pays nothing for it.
+        sa.Index(
+            None,
+            "duplicate_of",
+            sqlite_where=sa.text("duplicate_of IS NOT NULL"),
+            postgresql_where=sa.text("duplicate_of IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
