@@ -76,7 +76,9 @@ def prepare(services: Services, endpoint: str, *, headers: Headers, body: bytes)
     Does no I/O (an ``auth: oidc`` endpoint's keys are looked up in memory), so
     the server calls it on its event loop. ``UnknownSigningKey`` (a 401) means
     the token names a key the held set lacks: ``refresh_keys``, wait, and call
-    this again once (what ``ingest`` and the HTTP endpoint do).
+    this again once (what ``ingest`` and the HTTP endpoint do). During a secret
+    rotation (``previous_secret_env``), a delivery the current secret refuses
+    with 401 is checked against the previous one too.
     """
     webhook = services.definitions.webhooks.get(endpoint)
     if webhook is None:
