@@ -273,3 +273,29 @@ def test_a_worker_whose_run_was_taken_over_drops_its_step_outcome(
     assert [step["status"] for step in view["steps"]] == ["running", "pending"]
     with unit_of_work(services.engine, read_only=True) as session:
         assert runs.load_run(session, run_id).claimed_by == "successor"
+
+
+def test_a_failed_step_fails_the_run_and_skips_the_rest(
+    make_services: Callable[[str], Services],
+) -> None:
+    """The step's reason and the run's error name the step; later steps are skipped, not run."""
+    services = make_services(
+        STORY
+        + """\
+  breaks:
+    steps:
+      - {name: fails, type: command, run: 'exit 3'}
+      - {name: never, type: command, run: 'echo never'}
+"""
+    )
+    run_id = runs.start_run(services, runs.RunRequest(pipeline="breaks", user="ann"))
+    asyncio.run(Worker(services=services, name="w").run_until_idle())
+    view = queries.show_run(services, run_id)
+    assert (view["status"], [s["status"] for s in view["steps"]]) == (
+        "failed",
+        ["failed", "skipped"],
+    )
+    assert view["error"].startswith("step 'fails': ")
+    assert "3" in view["steps"][0]["reason"]
+    with unit_of_work(services.engine, read_only=True) as session:
+        assert runs.load_run(session, run_id).claimed_by is None

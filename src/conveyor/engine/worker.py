@@ -406,7 +406,7 @@ class Worker:
         error: str | None,
         started: dict[str, object] | None = None,
     ) -> None:
-        """End the run (as `runs.finish` does), closing its unfinished steps."""
+        """End the run, closing its unfinished steps (cancelled with it, else skipped)."""
         run.status = status
         store_runs.set_run(
             session,
@@ -631,21 +631,17 @@ class Worker:
             outcome = "cancelled" if cancelled else "failed"
             if not self._still_ours(session, run_id, now=now, outcome=outcome):
                 return
-            run = runs.load_run(session, run_id)
-            step = session.get(tables.Step, step_id)
-            assert step is not None
-            step.status = StepStatus.CANCELLED if cancelled else StepStatus.FAILED
-            step.reason = reason
-            step.finished_at = now
-            status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
-            runs.finish(
+            run = store_runs.read_run(session, run_id)
+            step = next(s for s in store_runs.read_steps(session, run_id) if s.id == step_id)
+            store_runs.set_step(
                 session,
-                run,
-                status,
-                now=now,
-                error=f"step '{step.name}': {reason}",
-                triggers_due=self._triggers_due(run.pipeline, status),
+                step_id,
+                status=StepStatus.CANCELLED if cancelled else StepStatus.FAILED,
+                reason=reason,
+                finished_at=now,
             )
+            status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
+            self._finish(session, run, status, now=now, error=f"step '{step.name}': {reason}")
 
     def _retry(self, run_id: int, step_id: int, threshold: int, reason: str) -> None:
         with unit_of_work(self.services.engine) as session:
