@@ -159,3 +159,12 @@ def test_the_cli_lists_events_by_status(
     wrong = _cli(tmp_path, "events", "list", "--limit", "0")
     assert wrong.exit_code != 0
     assert "'limit' must be a number from 1 to 1000, found 0" in wrong.output
+
+
+def test_a_worker_says_at_start_what_happens_to_old_events(tmp_path: Path) -> None:
+    kept = _cli(tmp_path, "worker", "--until-idle")
+    assert kept.exit_code == 0, kept.output
+    assert "webhook events are kept (no --event-retention)" in kept.output
+    pruned = _cli(tmp_path, "worker", "--until-idle", "--event-retention", "2d")
+    assert pruned.exit_code == 0, pruned.output
+    assert "deleted 2d after they arrive (--event-retention), checked hourly" in pruned.output

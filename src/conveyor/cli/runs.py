@@ -88,6 +88,18 @@ def parse_retention(text: str, option: str) -> timedelta:
     return retention
 
 
+def retention_notice(retention: timedelta | None) -> str:
+    """What a long-running process says at start about deleting old events."""
+    if retention is None:
+        return "webhook events are kept (no --event-retention)"
+    from conveyor.core import durations
+
+    return (
+        f"webhook events done with are deleted {durations.format_duration(retention)} "
+        "after they arrive (--event-retention), checked hourly"
+    )
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
@@ -285,6 +297,7 @@ def worker(
         concurrency=concurrency,
     )
     click.echo(f"worker {engine_worker.name} started", err=True)
+    click.echo(retention_notice(event_retention), err=True)
     if until_idle:
         count = asyncio.run(engine_worker.run_until_idle())
         click.echo(f"processed {count} run(s); nothing else needs attention now", err=True)

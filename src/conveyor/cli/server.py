@@ -18,6 +18,7 @@ from conveyor.cli.runs import (
     _services,
     json_option,
     parse_retention,
+    retention_notice,
     state_options,
     worker_options,
 )
@@ -134,6 +135,7 @@ def serve(
     thread.start()
     hooks = ", ".join(f"/hooks/{name}" for name in services.definitions.webhooks) or "none"
     click.echo(f"conveyor serving on http://{host}:{port} (webhooks: {hooks})", err=True)
+    click.echo(retention_notice(event_retention), err=True)
     server = _make_server_class()(
         uvicorn.Config(
             build_app(services, on_accepted=wakeup.accepted, worker_alive=thread.is_alive),
