@@ -63,9 +63,7 @@ class TestToken:
         self, token_registry, token_issuer, token_image, ca, client_for
     ):
         """The bearer token is fetched for the challenge's scope and reused until it expires."""
-        client = client_for(
-            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
-        )
+        client = _logged_in(client_for, token_registry, ca)
         ref = ImageRef.parse(f"{token_registry.host}/team/app:v1")
         for _ in range(3):
             pinned = await client.resolve(ref)
@@ -91,9 +89,7 @@ class TestToken:
         self, token_registry, token_issuer, token_image, ca, client_for
     ):
         """A 503 from the token service is not a verdict on the password: the request is retried."""
-        client = client_for(
-            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
-        )
+        client = _logged_in(client_for, token_registry, ca)
         start = len(token_issuer.requests)
         token_issuer.failing = [503]
         pinned = await client.resolve(ImageRef.parse(f"{token_registry.host}/team/app:v1"))
@@ -104,9 +100,7 @@ class TestToken:
         self, token_registry, token_issuer, token_image, ca, client_for
     ):
         """Once retries run out: RegistryUnavailable (retryable), naming the service and status."""
-        client = client_for(
-            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
-        )
+        client = _logged_in(client_for, token_registry, ca)
         token_issuer.failing = [503, 502, 503, 503]
         with pytest.raises(errors.RegistryUnavailable) as caught:
             await client.resolve(ImageRef.parse(f"{token_registry.host}/team/app:v1"))
@@ -132,12 +126,8 @@ class TestToken:
         self, token_registry, token_image, ca, client_for
     ):
         """A push the token service does not grant is RegistryForbidden (insufficient scope)."""
-        client = client_for(
-            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
-        )
-        source = PinnedImage(
-            repository=Repository(token_registry.host, "team/app"), digest=Digest.parse(token_image)
-        )
+        client = _logged_in(client_for, token_registry, ca)
+        source = _team_app(token_registry, token_image)
         with pytest.raises(errors.RegistryForbidden) as caught:
             await copy_image(
                 client,
@@ -151,12 +141,8 @@ class TestToken:
         self, token_registry, token_issuer, token_image, ca, client_for, repo_name
     ):
         """A cross-repository mount asks one token for push on the target and pull on the source."""
-        client = client_for(
-            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
-        )
-        source = PinnedImage(
-            repository=Repository(token_registry.host, "team/app"), digest=Digest.parse(token_image)
-        )
+        client = _logged_in(client_for, token_registry, ca)
+        source = _team_app(token_registry, token_image)
         result = await copy_image(
             client,
             source,
@@ -184,6 +170,20 @@ class TestToken:
         assert "TLS" in str(caught.value) and "ca_file" in str(caught.value)
 
 
+def _logged_in(client_for, token_registry, ca):
+    """A client of the token registry with the test user's password, trusting the test CA."""
+    return client_for(
+        token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
+    )
+
+
+def _team_app(token_registry, token_image: str) -> PinnedImage:
+    """The pushed test image in team/app, by digest."""
+    return PinnedImage(
+        repository=Repository(token_registry.host, "team/app"), digest=Digest.parse(token_image)
+    )
+
+
 def _since(issuer, start: int) -> list:
     return issuer.requests[start:]
 
@@ -204,9 +204,7 @@ class TestOAuth2:
         self, token_registry, token_issuer, token_image, ca, client_for, refused
     ):
         """GET refused: one password grant (offline), then refresh-token grants, no password."""
-        client = client_for(
-            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
-        )
+        client = _logged_in(client_for, token_registry, ca)
         start = len(token_issuer.requests)
         with token_issuer.refusing(get=refused):
             for name in ("team/app", "public/app", "team/app"):
@@ -235,12 +233,8 @@ class TestOAuth2:
         self, token_registry, token_issuer, token_image, ca, client_for, repo_name
     ):
         """A mount asks one POST for both scopes, space-separated; the copy lands by digest."""
-        client = client_for(
-            token_registry, username=TOKEN_USER, password=TOKEN_PASSWORD, ca_file=ca.ca_file
-        )
-        source = PinnedImage(
-            repository=Repository(token_registry.host, "team/app"), digest=Digest.parse(token_image)
-        )
+        client = _logged_in(client_for, token_registry, ca)
+        source = _team_app(token_registry, token_image)
         start = len(token_issuer.requests)
         with token_issuer.refusing(get=405):
             result = await copy_image(
