@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from conveyor.core import gates
 from conveyor.core.errors import RegistryUnavailable
+from conveyor.core.images import PinnedImage
 from conveyor.engine import scheduler as scheduler_module
 from conveyor.engine.scheduler import Scheduler
 from conveyor.engine.worker import Worker
@@ -64,16 +65,27 @@ def crashing_worker(monkeypatch: pytest.MonkeyPatch) -> Callable[[Services], Wor
     return make
 
 
-def test_the_sweep_starts_followers_of_a_run_whose_worker_died(
+@pytest.fixture
+def died_after_success(
     make_services: Callable[[str], Services],
     registry: InMemoryRegistry,
     crashing_worker: Callable[[Services], Worker],
+) -> tuple[Services, int, PinnedImage]:
+    """A pre-release run that succeeded under a worker that died before firing its triggers.
+
+    Returns the services (CHAINED pipelines), the run's id and the image it took.
+    """
+    services = make_services(CHAINED)
+    pushed = registry.push("team/myapp", "myapp-V1.0.0", b"v1")
+    return services, _approved_prerelease(services, crashing_worker(services)), pushed
+
+
+def test_the_sweep_starts_followers_of_a_run_whose_worker_died(
+    died_after_success: tuple[Services, int, PinnedImage],
 ) -> None:
     """After the grace period the sweep starts the follower once, with the run's image."""
-    services = make_services(CHAINED)
+    services, good, pushed = died_after_success
     clock = services.clock
-    pushed = registry.push("team/myapp", "myapp-V1.0.0", b"v1")
-    good = _approved_prerelease(services, crashing_worker(services))
     assert _runs(services, "smoke") == [] and _due(services, good)
 
     scheduler = Scheduler(services=services, owner="p1")
@@ -137,29 +149,21 @@ def test_a_start_that_fails_for_a_passing_reason_is_tried_again(
 
 
 def test_triggers_due_for_over_a_day_are_given_up(
-    make_services: Callable[[str], Services],
-    registry: InMemoryRegistry,
-    crashing_worker: Callable[[Services], Worker],
+    died_after_success: tuple[Services, int, PinnedImage],
 ) -> None:
     """A run that ended more than HORIZON ago starts nothing when the sweep first sees it."""
-    services = make_services(CHAINED)
-    registry.push("team/myapp", "myapp-V1.0.0", b"v1")
-    good = _approved_prerelease(services, crashing_worker(services))
+    services, good, _ = died_after_success
     services.clock.now += triggers.HORIZON + timedelta(minutes=1)  # type: ignore[attr-defined]
     assert Scheduler(services=services, owner="p1").tick() == []
     assert _runs(services, "smoke") == [] and not _due(services, good)
 
 
 def test_triggers_being_handled_elsewhere_are_left_alone(
-    make_services: Callable[[str], Services],
-    registry: InMemoryRegistry,
-    crashing_worker: Callable[[Services], Worker],
+    died_after_success: tuple[Services, int, PinnedImage],
 ) -> None:
     """While another process holds a run's trigger lease, the sweep starts nothing for it."""
-    services = make_services(CHAINED)
+    services, good, _ = died_after_success
     clock = services.clock
-    registry.push("team/myapp", "myapp-V1.0.0", b"v1")
-    good = _approved_prerelease(services, crashing_worker(services))
     lease = f"pipeline-triggers:run-{good}"
     with unit_of_work(services.engine) as session:
         assert claims.acquire_lease(
