@@ -413,20 +413,12 @@ VENDORS = [
 
 def _vendor_services(tmp_path: Path, fmt: str, auth: str) -> Services:
     header = "\n    header: X-Api-Key" if auth == "header" else ""
-    (tmp_path / "conveyor.yaml").write_text(
+    config = (
         f"registries:\n  local: {{url: 'http://{HOST}', tls: {{insecure: true}}}}\n"
         f"webhooks:\n  vendor:\n    format: {fmt}\n    auth: {auth}{header}\n"
         "    secret_env: HOOK_SECRET\n"
     )
-    definitions = loader.load(tmp_path / "conveyor.yaml")
-    return Services(
-        definitions=definitions,
-        engine=wiring.open_database(f"sqlite:///{tmp_path / 'state.db'}"),
-        registries=wiring.ConfiguredRegistries(definitions.registries, {}, lambda d, c: None),  # type: ignore[arg-type,return-value]
-        data_dir=tmp_path / "data",
-        clock=Clock(),
-        environ={"HOOK_SECRET": SECRET},
-    )
+    return _services(tmp_path, InMemoryRegistry(host=HOST), config, {"HOOK_SECRET": SECRET})
 
 
 def _credentials(auth: str, body: bytes, secret: str) -> dict[str, str]:
