@@ -16,7 +16,7 @@ import click
 from conveyor import settings as settings_module
 from conveyor import wiring
 from conveyor.cli.config_commands import config_option
-from conveyor.core import gates
+from conveyor.core import durations, gates
 from conveyor.core.runs import RunStatus
 from conveyor.engine.worker import Worker, worker_name
 from conveyor.service import environments, queries, runs
@@ -72,7 +72,6 @@ def worker_options(func: F) -> F:
 
 def parse_retention(text: str, option: str) -> timedelta:
     """An event retention given on the command line: a duration of at least MIN_RETENTION."""
-    from conveyor.core import durations
     from conveyor.service.events import MIN_RETENTION
 
     try:
@@ -92,8 +91,6 @@ def retention_notice(retention: timedelta | None) -> str:
     """What a long-running process says at start about deleting old events."""
     if retention is None:
         return "webhook events are kept (no --event-retention)"
-    from conveyor.core import durations
-
     return (
         f"webhook events done with are deleted {durations.format_duration(retention)} "
         "after they arrive (--event-retention), checked hourly"
